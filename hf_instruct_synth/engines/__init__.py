@@ -1,0 +1,33 @@
+"""Generation back ends behind one small interface.
+
+An engine takes prompts as token-id lists and returns, for each prompt in the same
+order, the generated token ids (greedy, stopped at EOS, EOS and padding removed). It adds
+what it did to a :class:`~hf_instruct_synth.stats.SynthesisStats`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..stats import SynthesisStats
+
+
+class Engine(Protocol):
+    name: str
+
+    def generate(self, prompts: list[list[int]], stats: SynthesisStats) -> list[list[int]]: ...
+
+
+ENGINES = ("static",)
+
+
+def make_engine(name: str, model, *, pad_token_id: int, eos_token_ids: list[int], max_new_tokens: int,
+                max_batch_tokens: int, pad_to_multiple_of: int = 1) -> Engine:
+    """Build the engine called ``name`` for a loaded model."""
+    if name in ("static", "auto"):
+        from .static import StaticEngine
+
+        return StaticEngine(model, pad_token_id=pad_token_id, eos_token_ids=eos_token_ids,
+                            max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
+                            pad_to_multiple_of=pad_to_multiple_of)
+    raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES} or 'auto'")

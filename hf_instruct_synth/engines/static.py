@@ -1,0 +1,85 @@
+"""Static batching: length-sorted, token-budget sub-batches through ``model.generate``.
+
+One obvious path: sort, cut by budget, left-pad, greedy ``generate``, cut each row at
+EOS, put rows back. An out-of-memory error splits the sub-batch in two and retries.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..batching import Bucket, left_pad, round_up, token_budget_buckets
+from ..stats import SynthesisStats
+
+
+def is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    )
+
+
+class StaticEngine:
+    name = "static"
+
+    def __init__(self, model, *, pad_token_id: int, eos_token_ids: list[int], max_new_tokens: int,
+                 max_batch_tokens: int, pad_to_multiple_of: int = 1, sort: bool = True):
+        from transformers import GenerationConfig
+
+        self.model = model
+        self.pad_token_id = pad_token_id
+        self.eos_token_ids = set(eos_token_ids)
+        self.max_new_tokens = max_new_tokens
+        self.max_batch_tokens = max_batch_tokens
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.sort = sort
+        # Our own config, so sampling defaults shipped with a model never apply.
+        self.generation_config = GenerationConfig(
+            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+            eos_token_id=list(eos_token_ids), pad_token_id=pad_token_id,
+        )
+
+    def generate(self, prompts: list[list[int]], stats: SynthesisStats) -> list[list[int]]:
+        lengths = [len(p) for p in prompts]
+        outputs: list[list[int] | None] = [None] * len(prompts)
+        buckets = token_budget_buckets(lengths, self.max_new_tokens, self.max_batch_tokens,
+                                       pad_to_multiple_of=self.pad_to_multiple_of, sort=self.sort)
+        pending = list(reversed(buckets))
+        while pending:
+            bucket = pending.pop()
+            try:
+                generated = self._run(bucket, prompts)
+            except Exception as err:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+                if not is_oom(err) or len(bucket.indices) == 1:
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                half = len(bucket.indices) // 2
+                stats.oom_splits += 1
+                for part in (bucket.indices[half:], bucket.indices[:half]):
+                    pending.append(Bucket(part, round_up(max(lengths[i] for i in part), self.pad_to_multiple_of)))
+                continue
+            stats.batches += 1
+            stats.prompt_tokens += sum(lengths[i] for i in bucket.indices)
+            stats.pad_tokens += bucket.pad_tokens(lengths)
+            for i, row in zip(bucket.indices, generated):
+                stats.generated_tokens += len(row)
+                outputs[i] = [t for t in row if t not in self.eos_token_ids]
+        return outputs  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _run(self, bucket: Bucket, prompts: list[list[int]]) -> list[list[int]]:
+        """Generate one padded sub-batch; each row's tokens up to and including its EOS."""
+        ids, mask = left_pad([prompts[i] for i in bucket.indices], bucket.width, self.pad_token_id)
+        device = self.model.device
+        input_ids = torch.tensor(ids, dtype=torch.long, device=device)
+        attention_mask = torch.tensor(mask, dtype=torch.long, device=device)
+        out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                  generation_config=self.generation_config)
+        rows = []
+        for row in out[:, bucket.width:].tolist():
+            for j, tok in enumerate(row):
+                if tok in self.eos_token_ids:
+                    row = row[: j + 1]
+                    break
+            rows.append(row)
+        return rows

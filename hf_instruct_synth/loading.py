@@ -1,0 +1,130 @@
+"""Loading a model and tokenizer, choosing device/dtype/attention, and naming them cheaply."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+# Files whose content decides what a model folder computes; their digests name the folder.
+_SAMPLE_BYTES = 1 << 16
+
+
+def resolve_placement(device: str | None, dtype: str | None, attn: str | None,
+                      rank: int | None) -> tuple[str, str, str]:
+    """Pick ``(device, dtype, attn_implementation)``: forced values win, else the best available.
+
+    GPU: ``cuda:{rank % device_count}``, bf16, ``flash_attention_2`` when ``flash_attn``
+    imports (else ``sdpa``). CPU: float32 and ``sdpa``.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if device is None:
+        device = f"cuda:{(rank or 0) % torch.cuda.device_count()}" if cuda else "cpu"
+    on_gpu = device.startswith("cuda")
+    if dtype is None:
+        dtype = "bfloat16" if on_gpu else "float32"
+    if attn is None:
+        attn = "flash_attention_2" if on_gpu and importlib.util.find_spec("flash_attn") else "sdpa"
+    return device, dtype, attn
+
+
+def load_model_and_tokenizer(model: Any, tokenizer: Any, *, revision: str | None, device: str,
+                             dtype: str, attn_implementation: str):
+    """Return ``(model, tokenizer)`` ready for generation, loading whatever was given by name."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+    if isinstance(model, PreTrainedModel):
+        loaded = model
+        if str(loaded.device) != device and not hasattr(loaded, "hf_device_map"):
+            loaded = loaded.to(device)
+    else:
+        try:
+            loaded = AutoModelForCausalLM.from_pretrained(
+                str(model), revision=revision, dtype=getattr(torch, dtype),
+                attn_implementation=attn_implementation,
+            )
+        except OSError as err:
+            raise OSError(_unreachable(model, err)) from err
+        loaded = loaded.to(device)
+    loaded.eval()
+    source = tokenizer if tokenizer is not None else (model if not isinstance(model, PreTrainedModel)
+                                                      else loaded.name_or_path)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            tok = AutoTokenizer.from_pretrained(str(source), revision=revision if tokenizer is None else None)
+        except OSError as err:
+            raise OSError(_unreachable(source, err, what="tokenizer")) from err
+    elif source is None or source == "":
+        raise ValueError("a loaded model was given without a tokenizer: pass tokenizer=<id, path or object>")
+    else:
+        tok = source
+    return loaded, tok
+
+
+def _unreachable(name: Any, err: Exception, what: str = "model") -> str:
+    return (f"could not load the {what} {str(name)!r}: {str(err).splitlines()[0] if str(err) else err!r}. "
+            "Offline or no such repo? Use a local folder, or the bundled demo synthesizer "
+            "(hf_instruct_synth.DEMO_MODEL; CLI: --model demo).")
+
+
+def identity(obj: Any, revision: str | None = None) -> str:
+    """A short, stable name for a model or tokenizer that costs no model load.
+
+    - a local folder: a digest of its files' names, sizes and first/last 64 KiB;
+    - a Hub id: the id and revision (the cached commit of ``main`` when there is one);
+    - a loaded model: its name, config and a sample of every weight tensor;
+    - a loaded tokenizer: its name and full serialized vocabulary.
+    """
+    if isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        if path.is_dir():
+            return "dir:" + _folder_digest(path)
+        return f"hub:{obj}@{revision or _cached_main_commit(str(obj)) or 'main'}"
+    try:
+        import torch
+        from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    except ImportError:  # pragma: no cover - core dependencies
+        return f"object:{type(obj).__qualname__}"
+    h = hashlib.sha256()
+    if isinstance(obj, PreTrainedModel):
+        h.update(obj.config.to_json_string().encode())
+        with torch.no_grad():
+            for name, p in obj.state_dict().items():
+                flat = p.detach().reshape(-1)
+                sample = torch.cat([flat[:32], flat[-32:], flat[:: max(1, flat.numel() // 64)][:64]])
+                h.update(name.encode())
+                h.update(sample.float().cpu().numpy().tobytes())
+        return f"model:{obj.name_or_path}:{h.hexdigest()[:24]}"
+    if isinstance(obj, PreTrainedTokenizerBase):
+        backend = getattr(obj, "backend_tokenizer", None)
+        h.update(backend.to_str().encode() if backend is not None else repr(sorted(obj.get_vocab().items())).encode())
+        h.update(repr(obj.special_tokens_map).encode())
+        return f"tokenizer:{obj.name_or_path}:{h.hexdigest()[:24]}"
+    return f"object:{type(obj).__qualname__}:{id(obj)}"
+
+
+def _folder_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(path)}:{size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(_SAMPLE_BYTES))
+            if size > _SAMPLE_BYTES:
+                fh.seek(max(_SAMPLE_BYTES, size - _SAMPLE_BYTES))
+                h.update(fh.read())
+    return h.hexdigest()[:24]
+
+
+def _cached_main_commit(repo_id: str) -> str | None:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:  # pragma: no cover
+        return None
+    ref = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
+    return ref.read_text().strip() if ref.is_file() else None

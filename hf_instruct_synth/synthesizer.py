@@ -1,0 +1,338 @@
+"""``InstructionSynthesizer``: the ``datasets.map`` transform that glues the pieces together.
+
+Where a row goes: ``__call__`` checks each text, builds its prompt (``format.py``),
+tokenizes and fits it to the context, hands the prompts to an engine (``engines/``, which
+sorts and buckets them with ``batching.py``), decodes, parses pairs (``format.py``) and
+returns the two new columns in the rows' original order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from . import __version__
+from .format import PROMPT_HEAD, Pair, build_prompt, parse_pairs_counted
+from .stats import SynthesisStats
+
+DEFAULT_MODEL = "instruction-pretrain/instruction-synthesizer"
+OUTPUT_COLUMNS = ("instruction_response_pairs", "synthesizer_output")
+CPU_MAX_BATCH_TOKENS = 8192
+
+
+class PairsColumn(list):
+    """The pairs column: a plain list that tells Arrow its type.
+
+    Without it a batch whose rows all have no pair is typed ``list<null>`` by ``datasets``,
+    and the next batch with pairs fails to cast.
+    """
+
+    def __arrow_array__(self, type=None):  # noqa: A002 - the pyarrow protocol's name
+        import pyarrow as pa
+
+        pair = pa.struct([("instruction", pa.string()), ("response", pa.string())])
+        return pa.array(list(self), type=type or pa.list_(pair))
+
+
+class InstructionSynthesizer:
+    """Synthesize instruction-response pairs for a text column, as a batched ``ds.map`` transform.
+
+    Adds ``instruction_response_pairs`` (list of ``{"instruction", "response"}``) and
+    ``synthesizer_output`` (the raw generated text, special tokens removed) to every row,
+    in the rows' original order. Prompts are sorted by length and generated greedily in
+    sub-batches cut by a token budget, so little compute goes to padding.
+
+    Args:
+        model: a Hub id, a local folder, or a loaded ``PreTrainedModel``. Loaded lazily on
+            the first call, so the object pickles small for ``num_proc`` workers.
+        tokenizer: a Hub id, folder or loaded tokenizer; default: the model's.
+        text_column: the column holding the raw texts.
+        max_new_tokens: tokens generated per text at most (400 in the published setup).
+        max_model_len: context length; prompts longer than ``max_model_len -
+            max_new_tokens`` are truncated at the text's end (``on_overflow="truncate"``)
+            or raise (``on_overflow="error"``).
+        max_batch_tokens: token budget of one sub-batch, ``rows × (longest prompt +
+            max_new_tokens)``; default: sized from free GPU memory, 8192 on CPU.
+        revision: the model's Hub revision (a branch, tag or commit).
+        device, dtype, attn_implementation: forced placement; default: ``cuda:{rank}`` with
+            bf16 and ``flash_attention_2`` (when ``flash_attn`` imports, else ``sdpa``) on a
+            GPU, float32 and ``sdpa`` on CPU.
+        dedupe: drop questions equal, case-insensitively, to an earlier one in the row.
+        on_invalid: ``"error"`` (default) raises on a ``None`` or non-string text naming
+            the row; ``"skip"`` gives that row empty outputs and counts it.
+        engine: generation back end; ``"static"`` (length-sorted batches) or ``"auto"``.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> from hf_instruct_synth import DEMO_MODEL, InstructionSynthesizer
+        >>> ds = Dataset.from_dict({"text": ["Ada Lovelace wrote the first program in 1843."]})
+        >>> synth = InstructionSynthesizer(model=DEMO_MODEL, max_new_tokens=64)
+        >>> ds = ds.map(synth, batched=True)  # doctest: +SKIP
+        >>> ds[0]["instruction_response_pairs"]  # doctest: +SKIP
+        [{'instruction': 'When did Ada Lovelace write the first program?', 'response': '1843'}]
+    """
+
+    def __init__(
+        self,
+        model: Any = DEFAULT_MODEL,
+        tokenizer: Any = None,
+        *,
+        text_column: str = "text",
+        max_new_tokens: int = 400,
+        max_model_len: int = 4096,
+        max_batch_tokens: int | None = None,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        attn_implementation: str | None = None,
+        dedupe: bool = True,
+        on_overflow: Literal["truncate", "error"] = "truncate",
+        on_invalid: Literal["error", "skip"] = "error",
+        engine: str = "auto",
+    ) -> None:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if max_model_len <= max_new_tokens:
+            raise ValueError(
+                f"max_model_len ({max_model_len}) must exceed max_new_tokens ({max_new_tokens}): "
+                "the prompt needs room too"
+            )
+        if on_overflow not in ("truncate", "error"):
+            raise ValueError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
+        if on_invalid not in ("error", "skip"):
+            raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
+        if max_batch_tokens is not None and max_batch_tokens <= 0:
+            raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.text_column = text_column
+        self.max_new_tokens = max_new_tokens
+        self.max_model_len = max_model_len
+        self.max_batch_tokens = max_batch_tokens
+        self.revision = revision
+        self.device = device
+        self.dtype = dtype
+        self.attn_implementation = attn_implementation
+        self.dedupe = dedupe
+        self.on_overflow = on_overflow
+        self.on_invalid = on_invalid
+        self.engine = engine
+        self.stats = SynthesisStats()
+        self._fingerprint: str | None = None
+        self._loaded: dict[str, Any] | None = None  # model, tokenizer, engine, once loaded
+
+    # ------------------------------------------------------------------ datasets.map entry
+    def __call__(self, batch: Mapping[str, list], rank: int | None = None, *more: Any) -> dict[str, list]:
+        """Transform one batch; ``ds.map`` calls this with ``batched=True``.
+
+        ``rank`` comes from ``with_rank=True`` and picks the GPU (``cuda:{rank % n}``).
+        With ``with_indices=True`` too, ``datasets`` passes ``(batch, indices, rank)``:
+        the indices then name rows in error messages.
+
+        Example:
+            >>> synth({"text": ["Some text."]})  # doctest: +SKIP
+            {'instruction_response_pairs': [[...]], 'synthesizer_output': ['<QUE> …']}
+        """
+        indices: list[int] | None = None
+        if isinstance(rank, list):  # with_indices=True (and maybe with_rank=True)
+            indices, rank = rank, (more[0] if more else None)
+        start = time.perf_counter()
+        texts = self._column(batch)
+        n = len(texts)
+        outputs = [""] * n
+        pairs: list[list[Pair]] = [[] for _ in range(n)]
+        todo: list[int] = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                if self.on_invalid == "skip":
+                    self.stats.rows_skipped += 1
+                    continue
+                raise ValueError(
+                    f"{self._row_name(i, indices)}: column {self.text_column!r} holds "
+                    f"{type(text).__name__} ({text!r:.40}), not a string. Clean the data, or pass "
+                    "on_invalid='skip' to give such rows empty outputs (they are counted in stats.rows_skipped)."
+                )
+            if not text.strip():
+                self.stats.rows_empty += 1
+                continue
+            todo.append(i)
+        if todo:
+            loaded = self._load(rank)
+            prompts = [self._fit(texts[i], self._row_name(i, indices)) for i in todo]
+            generated = loaded["engine"].generate(prompts, self.stats)
+            decoded = loaded["tokenizer"].batch_decode(generated, skip_special_tokens=True)
+            for i, text_out in zip(todo, decoded):
+                outputs[i] = text_out
+                pairs[i], dups = parse_pairs_counted(text_out, self.dedupe)
+                self.stats.duplicate_questions += dups
+        for row_pairs in pairs:
+            self.stats.pairs += len(row_pairs)
+            self.stats.rows_without_pairs += not row_pairs
+            key = str(len(row_pairs))
+            self.stats.pairs_per_row[key] = self.stats.pairs_per_row.get(key, 0) + 1
+        self.stats.rows += n
+        self.stats.rows_generated += len(todo)
+        self.stats.wall_time_s += time.perf_counter() - start
+        return {"instruction_response_pairs": PairsColumn(pairs), "synthesizer_output": outputs}
+
+    def _column(self, batch: Mapping[str, list]) -> list:
+        try:
+            return list(batch[self.text_column])
+        except KeyError:
+            present = list(batch.keys())
+            raise ValueError(
+                f"the batch has no column {self.text_column!r}; columns present: {present}. "
+                f"Pass text_column=<name> to InstructionSynthesizer (CLI: --text-column)."
+            ) from None
+
+    @staticmethod
+    def _row_name(i: int, indices: list[int] | None) -> str:
+        if indices is not None:
+            return f"row {indices[i]}"
+        return f"row {i} of the batch (pass with_indices=True to ds.map for dataset row numbers)"
+
+    # ------------------------------------------------------------------ prompts
+    def _fit(self, text: str, row_name: str) -> list[int]:
+        """Token ids of the prompt for ``text``, truncated at the text's end to fit the context."""
+        encode = self._encode
+        limit = self.max_model_len - self.max_new_tokens
+        ids, offsets = encode(build_prompt(text))
+        if len(ids) <= limit:
+            return ids
+        if self.on_overflow == "error":
+            raise ValueError(
+                f"{row_name}: the prompt has {len(ids)} tokens, more than max_model_len - max_new_tokens "
+                f"= {limit}. Raise max_model_len, shorten the text, or use on_overflow='truncate'."
+            )
+        head, cut = len(PROMPT_HEAD), len(text)
+        while len(ids) > limit:
+            over = len(ids) - limit
+            if offsets is not None:
+                # tokens from the first one reaching past the text belong to the closing tail
+                tail = next((j for j, (_, end) in enumerate(offsets) if end > head + cut), len(ids))
+                first_dropped = tail - over
+                new_cut = offsets[first_dropped][0] - head if first_dropped > 0 else 0
+            else:
+                new_cut = cut - max(1, over * cut // len(ids))
+            cut = max(0, min(new_cut, cut - 1))
+            ids, offsets = encode(build_prompt(text[:cut]))
+            if cut == 0 and len(ids) > limit:
+                raise ValueError(
+                    f"max_model_len - max_new_tokens = {limit} tokens cannot hold even an empty prompt "
+                    f"({len(ids)} tokens); raise max_model_len or lower max_new_tokens."
+                )
+        self.stats.rows_truncated += 1
+        return ids
+
+    def _encode(self, prompt: str) -> tuple[list[int], list[tuple[int, int]] | None]:
+        tok = self._loaded["tokenizer"]  # type: ignore[index]
+        if getattr(tok, "is_fast", False):
+            enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
+            return enc["input_ids"], enc["offset_mapping"]
+        return tok(prompt, add_special_tokens=False)["input_ids"], None
+
+    # ------------------------------------------------------------------ loading
+    def _load(self, rank: int | None = None) -> dict[str, Any]:
+        if self._loaded is not None:
+            return self._loaded
+        from .loading import load_model_and_tokenizer, resolve_placement
+        from .engines import make_engine
+
+        device, dtype, attn = resolve_placement(self.device, self.dtype, self.attn_implementation, rank)
+        model, tokenizer = load_model_and_tokenizer(self.model, self.tokenizer, revision=self.revision,
+                                                    device=device, dtype=dtype, attn_implementation=attn)
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        for e in gen_eos if isinstance(gen_eos, list) else [gen_eos]:
+            if e is not None and e not in eos:
+                eos.append(e)
+        if not eos:
+            raise ValueError("the tokenizer has no eos_token; the synthesizer's outputs end with '</s>': set one")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+        on_gpu = str(model.device).startswith("cuda")
+        budget = self.max_batch_tokens or default_max_batch_tokens(model)
+        engine = make_engine(self.engine, model, pad_token_id=pad, eos_token_ids=eos,
+                             max_new_tokens=self.max_new_tokens, max_batch_tokens=budget,
+                             pad_to_multiple_of=8 if on_gpu else 1)
+        self._loaded = {"model": model, "tokenizer": tokenizer, "engine": engine}
+        return self._loaded
+
+    @property
+    def is_loaded(self) -> bool:
+        """Whether the model has been loaded in this process (it loads on the first call)."""
+        return self._loaded is not None
+
+    # ------------------------------------------------------------------ pickling & caching
+    def __getstate__(self) -> dict[str, Any]:
+        # What we loaded ourselves is dropped (workers reload it); objects the user passed stay.
+        state = self.__dict__.copy()
+        state["_loaded"] = None
+        return state
+
+    def fingerprint(self) -> str:
+        """A cheap, stable hash of what determines the outputs; ``datasets`` caches on it.
+
+        It covers the model (Hub id and revision, a content digest of a local folder, or a
+        sample of a loaded model's weights), the tokenizer, the generation parameters and
+        the package version; not the weights in full, which would take minutes for 7B.
+        """
+        if self._fingerprint is None:
+            from .loading import identity
+
+            parts = {
+                "class": "InstructionSynthesizer",
+                "version": __version__,
+                "model": identity(self.model, self.revision),
+                "tokenizer": identity(self.tokenizer, self.revision) if self.tokenizer is not None else None,
+                "params": [self.text_column, self.max_new_tokens, self.max_model_len, self.dedupe,
+                           self.on_overflow, self.on_invalid, self.dtype, self.attn_implementation],
+            }
+            self._fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        name = self.model if isinstance(self.model, (str, os.PathLike)) else type(self.model).__name__
+        return (f"InstructionSynthesizer(model={str(name)!r}, max_new_tokens={self.max_new_tokens}, "
+                f"max_model_len={self.max_model_len}, engine={self.engine!r})")
+
+
+def default_max_batch_tokens(model) -> int:
+    """Token budget: on CUDA, 60 % of free memory over the KV-cache bytes of one token."""
+    import torch
+
+    if not str(model.device).startswith("cuda"):
+        return CPU_MAX_BATCH_TOKENS
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    per_token = 2 * cfg.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
+    free, _ = torch.cuda.mem_get_info(model.device)
+    return max(4096, min(int(free * 0.6 // per_token), 1 << 20))
+
+
+def _register_datasets_hasher() -> None:
+    """Make ``datasets`` hash a synthesizer by :meth:`fingerprint`, never by its weights."""
+    try:
+        from datasets.utils._dill import pklregister
+    except ImportError:  # an internal of datasets moved: __getstate__ still keeps hashing small
+        return
+
+    @pklregister(InstructionSynthesizer)
+    def _save(pickler, obj):  # noqa: ANN001
+        pickler.save_reduce(_fingerprint_token, (obj.fingerprint(),), obj=obj)
+
+
+def _fingerprint_token(fingerprint: str) -> str:
+    return fingerprint
+
+
+_register_datasets_hasher()
+
+
+#: Ready to use: ``ds.map(synthesize, batched=True)`` with the published synthesizer.
+synthesize = InstructionSynthesizer()

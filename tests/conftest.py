@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny Mistral synthesizer and tokenizer built locally (no downloads)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+WORDS = ("the river city north water king queen castle ancient bridge built year people market trade "
+         "mountain library scholar wrote letter harbour ship winter summer village church old new").split()
+
+
+def skewed_texts(n: int, seed: int = 0, mean_words: float = 2.5, sigma: float = 1.0, cap: int = 300) -> list[str]:
+    """Texts whose word counts follow a lognormal mix: many short, a long tail."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        k = min(cap, max(1, int(rng.lognormvariate(mean_words, sigma))))
+        out.append(" ".join(rng.choice(WORDS) for _ in range(k)) + ".")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from hf_instruct_synth.demo.tiny import make_tokenizer
+
+    return make_tokenizer(skewed_texts(200, seed=1) * 3, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_tokenizer):
+    from hf_instruct_synth.demo.tiny import make_mistral
+
+    # A larger init spreads the logits: greedy choices are clear and some rows hit EOS early.
+    return make_mistral(tiny_tokenizer, initializer_range=0.2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_model, tiny_tokenizer):
+    path = tmp_path_factory.mktemp("tiny-synth")
+    tiny_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def per_row_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int) -> str:
+    """The model card's way: one unpadded row through ``generate``, greedy."""
+    import torch
+    from transformers import GenerationConfig
+
+    ids = torch.tensor([prompt_ids])
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hf_instruct_synth.batching import left_pad, token_budget_buckets
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 500), max_size=80), st.integers(0, 64), st.integers(64, 4096),
+       st.sampled_from([1, 8]), st.booleans())
+def test_buckets_cover_every_row_once_and_respect_the_budget(lengths, new, budget, multiple, sort):
+    buckets = token_budget_buckets(lengths, new, budget, pad_to_multiple_of=multiple, sort=sort)
+    seen = sorted(i for b in buckets for i in b.indices)
+    assert seen == list(range(len(lengths)))
+    for b in buckets:
+        assert b.width >= max(lengths[i] for i in b.indices) and b.width % multiple == 0
+        if len(b.indices) > 1:
+            assert len(b.indices) * (b.width + new) <= budget
+
+
+def test_sorting_reduces_padding_on_a_skewed_mix():
+    rng = random.Random(0)
+    lengths = [min(2000, int(rng.lognormvariate(4.5, 1.0))) for _ in range(500)]
+    pad = {s: sum(b.pad_tokens(lengths) for b in token_budget_buckets(lengths, 64, 16384, sort=s))
+           for s in (True, False)}
+    assert pad[True] * 5 < pad[False]
+
+
+def test_left_pad():
+    assert left_pad([[1, 2, 3], [4]], 4, 0) == ([[0, 1, 2, 3], [0, 0, 0, 4]], [[0, 1, 1, 1], [0, 0, 0, 1]])

@@ -1,0 +1,170 @@
+"""InstructionSynthesizer end to end on a tiny local Mistral: outputs, order, padding, placement."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+import torch
+from datasets import Dataset
+
+from conftest import per_row_generate, skewed_texts
+from hf_instruct_synth import InstructionSynthesizer, build_prompt
+from hf_instruct_synth.engines.static import StaticEngine
+from hf_instruct_synth.loading import resolve_placement
+from hf_instruct_synth.stats import SynthesisStats
+
+NEW = 24
+
+
+def test_map_adds_both_columns_equal_to_per_row_generation(tiny_model_dir, tiny_model, tiny_tokenizer):
+    texts = skewed_texts(48, seed=3)
+    ds = Dataset.from_dict({"text": texts, "id": list(range(len(texts)))})
+    synth = InstructionSynthesizer(model=str(tiny_model_dir), max_new_tokens=NEW, max_batch_tokens=1500)
+    out = ds.map(synth, batched=True, batch_size=16)
+    assert out.column_names == ["text", "id", "instruction_response_pairs", "synthesizer_output"]
+    assert out["id"] == list(range(len(texts))) and out["text"] == texts
+    for text, got in zip(texts, out["synthesizer_output"]):
+        ids = tiny_tokenizer(build_prompt(text), add_special_tokens=False)["input_ids"]
+        assert got == per_row_generate(tiny_model, tiny_tokenizer, ids, NEW)
+    s = synth.stats
+    assert s.rows == s.rows_generated == 48 and s.batches > 3  # the budget cut several sub-batches
+    assert 0 < s.generated_tokens <= 48 * NEW
+    # some rows stopped early at EOS, so the EOS path was exercised
+    assert s.generated_tokens < 48 * NEW
+
+
+def test_order_kept_with_shuffled_lengths(tiny_model, tiny_tokenizer):
+    texts = skewed_texts(30, seed=5)
+    random.Random(1).shuffle(texts)
+    synth = InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer, max_new_tokens=NEW,
+                                   max_batch_tokens=900)
+    batched = synth({"text": texts})["synthesizer_output"]
+    single = [synth({"text": [t]})["synthesizer_output"][0] for t in texts]
+    assert batched == single
+    assert len(set(batched)) > 5  # rows differ, so a permutation would be caught
+
+
+def test_sorting_reduces_padding(tiny_model, tiny_tokenizer):
+    texts = skewed_texts(64, seed=7)
+    prompts = [tiny_tokenizer(build_prompt(t), add_special_tokens=False)["input_ids"] for t in texts]
+    eos = [tiny_tokenizer.eos_token_id]
+    results = {}
+    for sort in (True, False):
+        stats = SynthesisStats()
+        engine = StaticEngine(tiny_model, pad_token_id=tiny_tokenizer.pad_token_id, eos_token_ids=eos,
+                              max_new_tokens=8, max_batch_tokens=600, sort=sort)
+        results[sort] = (engine.generate(prompts, stats), stats)
+    assert results[True][0] == results[False][0]  # same outputs, same order
+    sorted_stats, unsorted_stats = results[True][1], results[False][1]
+    assert sorted_stats.prompt_tokens == unsorted_stats.prompt_tokens
+    assert sorted_stats.pad_fraction < 0.5 * unsorted_stats.pad_fraction
+    print(f"pad fraction sorted={sorted_stats.pad_fraction:.3f} unsorted={unsorted_stats.pad_fraction:.3f}")
+
+
+def test_oom_splits_the_sub_batch_and_loses_no_row(tiny_model, tiny_tokenizer, monkeypatch):
+    texts = skewed_texts(20, seed=9)
+    synth = InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer, max_new_tokens=NEW,
+                                   max_batch_tokens=100_000)
+    expected = synth({"text": texts})["synthesizer_output"]
+    real_generate = tiny_model.generate
+
+    def generate_or_oom(*args, **kwargs):
+        if kwargs["input_ids"].shape[0] > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_model, "generate", generate_or_oom)
+    retry = InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer, max_new_tokens=NEW,
+                                   max_batch_tokens=100_000)
+    assert retry({"text": texts})["synthesizer_output"] == expected
+    assert retry.stats.oom_splits >= 3 and retry.stats.rows == 20
+
+
+def test_other_errors_are_not_swallowed(tiny_model, tiny_tokenizer, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(tiny_model, "generate", broken)
+    synth = InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer, max_new_tokens=4)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        synth({"text": ["a b c"]})
+    assert synth.stats.oom_splits == 0
+
+
+def test_loads_lazily_and_pickles_small(tiny_model_dir):
+    synth = InstructionSynthesizer(model=str(tiny_model_dir), max_new_tokens=4)
+    assert not synth.is_loaded
+    synth({"text": ["the king wrote a letter."]})
+    assert synth.is_loaded
+    blob = pickle.dumps(synth)
+    assert len(blob) < 5_000
+    clone = pickle.loads(blob)
+    assert not clone.is_loaded and clone.fingerprint() == synth.fingerprint()
+    assert clone({"text": ["the king wrote a letter."]}) == synth({"text": ["the king wrote a letter."]})
+
+
+RANK_SCRIPT = """
+import sys, multiprocess
+from datasets import Dataset
+from hf_instruct_synth import InstructionSynthesizer
+sys.path.insert(0, sys.argv[2])
+from conftest import skewed_texts
+if __name__ == "__main__":
+    # as on GPUs (CUDA cannot fork), workers are spawned; the parent has used torch already
+    multiprocess.set_start_method("spawn", force=True)
+    ds = Dataset.from_dict({"text": skewed_texts(12, seed=11)})
+    single = ds.map(InstructionSynthesizer(model=sys.argv[1], max_new_tokens=8), batched=True)
+    synth = InstructionSynthesizer(model=sys.argv[1], max_new_tokens=8)
+    out = ds.map(synth, batched=True, batch_size=4, with_rank=True, num_proc=2)
+    assert out["synthesizer_output"] == single["synthesizer_output"], "rank run differs"
+    assert not synth.is_loaded  # the model was loaded in the workers, not here
+    print("RANK-OK", len(out))
+"""
+
+
+def test_with_rank_and_two_processes(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "rank_run.py"
+    script.write_text(RANK_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(tiny_model_dir), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RANK-OK 12" in proc.stdout
+
+
+def test_placement_picks_gpu_by_rank_bf16_and_flash(monkeypatch):
+    import importlib.util
+
+    assert resolve_placement(None, None, None, rank=3) == ("cpu", "float32", "sdpa") or torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n: None if n == "flash_attn" else real_find_spec(n))
+    assert resolve_placement(None, None, None, rank=3) == ("cuda:1", "bfloat16", "sdpa")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n: object() if n == "flash_attn" else real_find_spec(n))
+    assert resolve_placement(None, None, None, rank=0) == ("cuda:0", "bfloat16", "flash_attention_2")
+    assert resolve_placement("cpu", "float16", "eager", rank=1) == ("cpu", "float16", "eager")
+
+
+def test_stats_merge_and_dict():
+    a = SynthesisStats(rows=2, pairs=3, pairs_per_row={"1": 1, "2": 1})
+    b = SynthesisStats(rows=1, pairs=0, pairs_per_row={"0": 1})
+    a.merge(b)
+    assert a.rows == 3 and a.pairs_per_row == {"1": 1, "2": 1, "0": 1}
+    assert SynthesisStats.from_dict(a.to_dict()) == a
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_bf16_batched_equals_per_row(tiny_model_dir):
+    texts = skewed_texts(16, seed=13)
+    synth = InstructionSynthesizer(model=str(tiny_model_dir), max_new_tokens=NEW)
+    out = synth({"text": texts})
+    model = synth._load()["model"]
+    assert model.dtype == torch.bfloat16 and model.device.type == "cuda"
+    assert sum(len(o) > 0 for o in out["synthesizer_output"]) == len(texts)
