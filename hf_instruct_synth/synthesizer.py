@@ -262,6 +262,23 @@ class InstructionSynthesizer:
         self._loaded = {"model": model, "tokenizer": tokenizer, "engine": engine}
         return self._loaded
 
+    def settings(self) -> dict[str, Any]:
+        """What the card records of how the data was made.
+
+        Example:
+            >>> InstructionSynthesizer(max_new_tokens=300).settings()["max_new_tokens"]
+            300
+        """
+        from . import DEMO_MODEL
+
+        model = self.model if isinstance(self.model, (str, os.PathLike)) else getattr(self.model, "name_or_path", "")
+        if str(model) == DEMO_MODEL:
+            model = "hf-instruct-synth demo synthesizer (a tiny demonstration model)"
+        return {"model": str(model), "model_revision": self.revision or "main", "decoding": "greedy",
+                "max_new_tokens": self.max_new_tokens, "max_model_len": self.max_model_len,
+                "dedupe_questions": self.dedupe, "on_overflow": self.on_overflow, "on_invalid": self.on_invalid,
+                "engine": self.engine, "rounds": 1, "hf_instruct_synth": __version__}
+
     @property
     def is_loaded(self) -> bool:
         """Whether the model has been loaded in this process (it loads on the first call)."""

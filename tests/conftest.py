@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import random
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hub_server import HubServer  # noqa: E402
+
+# The Hub, brought to the tests: huggingface_hub and datasets read these at import time, so
+# the server starts before either is imported. No test can reach the real Hub.
+HUB = HubServer().__enter__()
+os.environ.update(HF_ENDPOINT=HUB.endpoint, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
+                  HF_TOKEN="hf_test_token_do_not_log_0123456789", HF_HOME=tempfile.mkdtemp(prefix="hf-home-"))
+os.environ.pop("HF_HUB_OFFLINE", None)
+
+
+@pytest.fixture(scope="session")
+def hub():
+    return HUB
 
 WORDS = ("the river city north water king queen castle ancient bridge built year people market trade "
          "mountain library scholar wrote letter harbour ship winter summer village church old new").split()
