@@ -42,6 +42,7 @@ def make_dataset_card(
     language: list[str] | None = None,
     samples: list[dict] | None = None,
     hardware: str | None = None,
+    columns: list[str] | None = None,
 ):
     """Build the ``DatasetCard`` (YAML metadata + body) for an augmented dataset.
 
@@ -84,8 +85,7 @@ def make_dataset_card(
     ]
     lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in generation.items()]
     lines += [f"| hardware | {hardware or platform.platform()} |", "",
-              "Columns: the source columns, `instruction_response_pairs` (list of `{instruction, response}`) and "
-              "`synthesizer_output` (the synthesizer's raw text).", "", "## Synthesis statistics", ""]
+              _columns_note(columns), "", "## Synthesis statistics", ""]
     lines += _stats_table(split_stats, total)
     lines += ["", "Pairs per row:", "", "| pairs | rows |", "|---|---|"]
     for k in sorted(total.pairs_per_row, key=int):
@@ -97,6 +97,16 @@ def make_dataset_card(
     lines += ["", "## Use", "", "```python", "from datasets import load_dataset", "",
               f'ds = load_dataset("{repo_id}")', "```", "", "## Citation", "", "```bibtex", CITATION, "```", ""]
     return DatasetCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(lines))
+
+
+def _columns_note(columns: list[str] | None) -> str:
+    if columns and "augmented_texts" in columns:
+        return ("One row per chain of texts synthesized over several rounds: `links` holds each text with its "
+                "`instruction_response_pairs` and whether it was prompted with its chain's history (`inherits`); "
+                "`augmented_texts` holds the templified pre-training texts, `template_modes` their layouts.")
+    return ("Columns: " + (", ".join(f"`{c}`" for c in columns) + ". " if columns else "")
+            + "`instruction_response_pairs` is a list of `{instruction, response}`; "
+            "`synthesizer_output` is the synthesizer's raw text.")
 
 
 def _stats_table(split_stats: dict[str, SynthesisStats], total: SynthesisStats) -> list[str]:

@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token budget per sub-batch, rows x (longest prompt + max new tokens); default: from GPU memory")
     s.add_argument("--batch-size", type=int, default=256, help="rows handed to the transform at once (default: 256)")
     s.add_argument("--shard-rows", type=int, default=10_000, help="rows per output shard (default: 10000)")
+    s.add_argument("--rounds", type=int, default=1, metavar="M",
+                   help="M-shot multi-round synthesis: chain texts in M rounds and templify each chain into "
+                        "pre-training texts (column augmented_texts); default 1")
+    s.add_argument("--seed", type=int, default=0, help="templify seed with --rounds (default: 0)")
     s.add_argument("--on-invalid", choices=["error", "skip"], default="error",
                    help="a None or non-string text: stop with an error naming the row, or skip it (counted)")
     s.add_argument("--overwrite", action="store_true", help="delete what DIR holds and start over")
@@ -98,7 +102,8 @@ def _synthesize(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     split = args.split or "train"
     stats = synthesize_to_dir(ds, synth, output, split=split, shard_rows=args.shard_rows,
-                              batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress)
+                              batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress,
+                              rounds=args.rounds, seed=args.seed)
     elapsed = time.perf_counter() - start
     per_row = stats.pairs / stats.rows if stats.rows else 0.0
     print(f"done: {stats.rows} rows, {stats.pairs} pairs ({per_row:.1f}/row, {stats.rows_without_pairs} rows without), "
@@ -111,10 +116,19 @@ def _synthesize(args: argparse.Namespace) -> int:
         result = datasets.load_dataset("parquet", data_files=shards, split="train")
         url = push_augmented_to_hub(result, args.push_to_hub, private=args.private, split=split, stats=stats,
                                     progress=not args.no_progress,
-                                    card_kwargs={"license": license_, "generation": synth.settings(),
+                                    card_kwargs={"license": license_, "generation": _generation(synth, args),
                                                  "source_dataset": args.input if _is_hub_id(args.input) else None})
         print(f"pushed: {len(result)} rows to {args.push_to_hub} ({url})")
     return 0
+
+
+def _generation(synth, args: argparse.Namespace) -> dict:
+    from .templify import templify_version
+
+    info = {**synth.settings(), "rounds": args.rounds}
+    if args.rounds > 1:
+        info.update(templify_version=templify_version(), templify_seed=args.seed)
+    return info
 
 
 def _is_hub_id(spec: str) -> bool:

@@ -102,6 +102,7 @@ def push_augmented_to_hub(
             raise PushError("the card needs a license: pass card_kwargs={'license': ...} "
                             "(CLI: --license), e.g. the source dataset's license")
         kwargs.setdefault("generation", {})
+        kwargs.setdefault("columns", dataset.column_names)
         kwargs.setdefault("samples", [dataset[i] for i in range(min(2, len(dataset)))])
         card = make_dataset_card(
             repo_id, split_stats={s: SynthesisStats.from_dict(all_stats.get(s, {})) for s in splits}, **kwargs)

@@ -18,7 +18,7 @@ from .stats import SynthesisStats
 from .synthesizer import InstructionSynthesizer
 
 MANIFEST = "manifest.json"
-_JOB_WORDS = {"input": "input data", "synthesizer": "model or generation parameters", "rows": "row count (--limit)",
+_JOB_WORDS = {"rounds": "number of rounds", "templify_seed": "seed", "input": "input data", "synthesizer": "model or generation parameters", "rows": "row count (--limit)",
               "shard_rows": "shard size", "text_column": "text column", "package_version": "package version"}
 
 
@@ -28,8 +28,12 @@ class OutputDirError(ValueError):
 
 def synthesize_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: str | os.PathLike, *,
                       split: str = "train", shard_rows: int = 10_000, batch_size: int = 256,
-                      overwrite: bool = False, progress: bool = True) -> SynthesisStats:
+                      overwrite: bool = False, progress: bool = True, rounds: int = 1,
+                      seed: int = 0) -> SynthesisStats:
     """Run ``synthesizer`` over ``dataset`` into ``output_dir``; return the merged counters.
+
+    With ``rounds`` > 1, each shard's rows are chained M-shot (:mod:`~hf_instruct_synth.rounds`)
+    and the shard holds one row per chain, with templified ``augmented_texts``.
 
     Example:
         >>> from hf_instruct_synth import DEMO_MODEL, InstructionSynthesizer
@@ -50,6 +54,8 @@ def synthesize_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: 
         "split": split,
         "shard_rows": shard_rows,
         "rows": len(dataset),
+        "rounds": rounds,
+        "templify_seed": seed if rounds > 1 else None,
     }
     manifest = _prepare(out, job, overwrite)
     done = {s["index"] for s in manifest["shards"]}
@@ -63,7 +69,14 @@ def synthesize_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: 
         start, stop = starts[index], min(starts[index] + shard_rows, len(dataset))
         before = SynthesisStats().merge(synthesizer.stats)
         tables = []
-        for offset in range(start, stop, batch_size):
+        if rounds > 1:
+            from .rounds import synthesize_rounds
+
+            chains = synthesize_rounds(dataset.select(range(start, stop)), synthesizer, rounds, seed=seed,
+                                       row_offset=start)
+            tables.append(chains.data.table)
+            bar.update(stop - start)
+        for offset in range(start, stop, batch_size) if rounds == 1 else ():
             rows = list(range(offset, min(offset + batch_size, stop)))
             table = dataset.select(rows).with_format("arrow")[:]
             batch = {synthesizer.text_column: table.column(synthesizer.text_column).to_pylist()} \

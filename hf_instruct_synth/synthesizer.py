@@ -143,10 +143,21 @@ class InstructionSynthesizer:
             indices, rank = rank, (more[0] if more else None)
         start = time.perf_counter()
         texts = self._column(batch)
-        n = len(texts)
-        outputs = [""] * n
-        pairs: list[list[Pair]] = [[] for _ in range(n)]
-        todo: list[int] = []
+        todo = self._valid_rows(texts, indices)
+        outputs = [""] * len(texts)
+        pairs: list[list[Pair]] = [[] for _ in texts]
+        if todo:
+            self._load(rank)
+            prompts = [self._fit(texts[i], self._row_name(i, indices)) for i in todo]
+            for i, text_out, row_pairs in zip(todo, *self._generate(prompts)):
+                outputs[i], pairs[i] = text_out, row_pairs
+        self._count_rows(pairs, generated=len(todo))
+        self.stats.wall_time_s += time.perf_counter() - start
+        return {"instruction_response_pairs": PairsColumn(pairs), "synthesizer_output": outputs}
+
+    def _valid_rows(self, texts: list, indices: list[int] | None) -> list[int]:
+        """Indices of rows to generate for; invalid rows raise or are skipped, empty ones counted."""
+        todo = []
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 if self.on_invalid == "skip":
@@ -161,24 +172,28 @@ class InstructionSynthesizer:
                 self.stats.rows_empty += 1
                 continue
             todo.append(i)
-        if todo:
-            loaded = self._load(rank)
-            prompts = [self._fit(texts[i], self._row_name(i, indices)) for i in todo]
-            generated = loaded["engine"].generate(prompts, self.stats)
-            decoded = loaded["tokenizer"].batch_decode(generated, skip_special_tokens=True)
-            for i, text_out in zip(todo, decoded):
-                outputs[i] = text_out
-                pairs[i], dups = parse_pairs_counted(text_out, self.dedupe)
-                self.stats.duplicate_questions += dups
+        return todo
+
+    def _generate(self, prompts: list[list[int]]) -> tuple[list[str], list[list[Pair]]]:
+        """Generate for token-id prompts; return decoded outputs and their parsed pairs, in order."""
+        loaded = self._load()
+        generated = loaded["engine"].generate(prompts, self.stats)
+        decoded = loaded["tokenizer"].batch_decode(generated, skip_special_tokens=True)
+        parsed = []
+        for text_out in decoded:
+            row_pairs, dups = parse_pairs_counted(text_out, self.dedupe)
+            self.stats.duplicate_questions += dups
+            parsed.append(row_pairs)
+        return decoded, parsed
+
+    def _count_rows(self, pairs: list[list[Pair]], generated: int) -> None:
         for row_pairs in pairs:
             self.stats.pairs += len(row_pairs)
             self.stats.rows_without_pairs += not row_pairs
             key = str(len(row_pairs))
             self.stats.pairs_per_row[key] = self.stats.pairs_per_row.get(key, 0) + 1
-        self.stats.rows += n
-        self.stats.rows_generated += len(todo)
-        self.stats.wall_time_s += time.perf_counter() - start
-        return {"instruction_response_pairs": PairsColumn(pairs), "synthesizer_output": outputs}
+        self.stats.rows += len(pairs)
+        self.stats.rows_generated += generated
 
     def _column(self, batch: Mapping[str, list]) -> list:
         try:
@@ -277,7 +292,7 @@ class InstructionSynthesizer:
         return {"model": str(model), "model_revision": self.revision or "main", "decoding": "greedy",
                 "max_new_tokens": self.max_new_tokens, "max_model_len": self.max_model_len,
                 "dedupe_questions": self.dedupe, "on_overflow": self.on_overflow, "on_invalid": self.on_invalid,
-                "engine": self.engine, "rounds": 1, "hf_instruct_synth": __version__}
+                "engine": self.engine, "hf_instruct_synth": __version__}
 
     @property
     def is_loaded(self) -> bool:

@@ -172,3 +172,21 @@ def test_cli_push_to_hub_publishes_what_load_dataset_reads_back(hub, tmp_path, m
     assert card.data.license == "cc0-1.0" and hub.state.repos["user/paragraphs-aug"].private
     assert f"| pairs | {stats['pairs']:,} |" in card.text and f"| generated tokens | {stats['generated_tokens']:,} |" in card.text
     assert "demo synthesizer" in card.text and os.environ["HF_TOKEN"] not in card.text
+
+
+def test_cli_rounds_produces_templified_chains(tmp_path):
+    out = tmp_path / "o"
+    assert main(["synthesize", str(EXAMPLES / "paragraphs.jsonl"), "--model", "demo", "--output", str(out),
+                 "--rounds", "2", "--max-new-tokens", "96", "--seed", "5", "--no-progress"]) == 0
+    chains = _read_output(out)
+    assert [c["rows"] for c in chains] == [[i, i + 6] for i in range(6)]
+    texts = [json.loads(line)["text"] for line in (EXAMPLES / "paragraphs.jsonl").read_text().splitlines()]
+    for chain in chains:
+        assert [link["text"] for link in chain["links"]] == [texts[i] for i in chain["rows"]]
+        assert chain["links"][0]["inherits"] is False
+        assert chain["links"][1]["inherits"] == bool(chain["links"][0]["instruction_response_pairs"])
+        assert chain["augmented_texts"] and len(chain["template_modes"]) == len(chain["augmented_texts"])
+        for link in chain["links"]:
+            assert any(link["text"] in t for t in chain["augmented_texts"])
+    assert any(c["links"][1]["inherits"] for c in chains)
+    assert json.loads((out / "manifest.json").read_text())["job"]["rounds"] == 2
