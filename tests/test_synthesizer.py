@@ -168,3 +168,28 @@ def test_gpu_bf16_batched_equals_per_row(tiny_model_dir):
     model = synth._load()["model"]
     assert model.dtype == torch.bfloat16 and model.device.type == "cuda"
     assert sum(len(o) > 0 for o in out["synthesizer_output"]) == len(texts)
+
+
+def test_any_causal_lm_gpt2_without_pad_token(tmp_path):
+    """Absolute positions (GPT-2) and a tokenizer with no pad token: still equal to per-row output."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hf_instruct_synth.demo.tiny import make_tokenizer
+
+    tok = make_tokenizer(skewed_texts(100, seed=4), vocab_size=300)
+    tok.pad_token = None
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=64, n_layer=2, n_head=4,
+                                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                       initializer_range=0.2)).eval()
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    texts = skewed_texts(16, seed=8)
+    out = Dataset.from_dict({"text": texts}).map(InstructionSynthesizer(model=str(tmp_path), max_new_tokens=12),
+                                                 batched=True)
+    for text, got in zip(texts, out["synthesizer_output"]):
+        ids = tok(build_prompt(text), add_special_tokens=False)["input_ids"]
+        cfg_ids = torch.tensor([ids])
+        ref = model.generate(input_ids=cfg_ids, attention_mask=torch.ones_like(cfg_ids), max_new_tokens=12,
+                             do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+        assert got == tok.decode(ref[0, len(ids):], skip_special_tokens=True)

