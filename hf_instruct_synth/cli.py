@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="templify seed with --rounds (default: 0)")
     s.add_argument("--on-invalid", choices=["error", "skip"], default="error",
                    help="a None or non-string text: stop with an error naming the row, or skip it (counted)")
+    s.add_argument("--streaming", action="store_true",
+                   help="stream INPUT instead of loading it whole (for corpora larger than the disk cache)")
+    s.add_argument("--num-gpus", type=int, default=1, metavar="N",
+                   help="spread shards over N processes, process r on cuda:r (one model per GPU)")
+    s.add_argument("--ray-actors", type=int, metavar="N",
+                   help="run on Ray Data with N synthesizer actors, one GPU each (extra 'ray'; connects to "
+                        "RAY_ADDRESS when set, else starts a local Ray)")
     s.add_argument("--overwrite", action="store_true", help="delete what DIR holds and start over")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     s.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -89,21 +96,32 @@ def _synthesize(args: argparse.Namespace) -> int:
         raise ValueError("say where the result goes: --output DIR and/or --push-to-hub REPO_ID")
     output = args.output or str(Path(".hf-instruct-synth") / args.push_to_hub.replace("/", "__"))
     license_ = _license(args) if args.push_to_hub else None  # before hours of generation, not after
-    ds = load_input(args.input, args.split)
+    ds = load_input(args.input, args.split, streaming=args.streaming)
     if args.limit is not None:
-        ds = ds.select(range(min(args.limit, len(ds))))
+        ds = ds.take(args.limit) if args.streaming else ds.select(range(min(args.limit, len(ds))))
     model = DEMO_MODEL if args.model == "demo" else args.model
     synth = InstructionSynthesizer(model=model, revision=args.revision, text_column=args.text_column,
                                    max_new_tokens=args.max_new_tokens, max_model_len=args.max_model_len,
                                    max_batch_tokens=args.max_batch_tokens, on_invalid=args.on_invalid)
-    if args.text_column not in ds.column_names:
+    if ds.column_names is not None and args.text_column not in ds.column_names:
         raise ValueError(f"{args.input} has no column {args.text_column!r}; columns present: {ds.column_names}. "
                          "Pick one with --text-column")
     start = time.perf_counter()
     split = args.split or "train"
-    stats = synthesize_to_dir(ds, synth, output, split=split, shard_rows=args.shard_rows,
-                              batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress,
-                              rounds=args.rounds, seed=args.seed)
+    if args.ray_actors:
+        if args.streaming:
+            raise ValueError("--ray-actors reads the input itself: drop --streaming")
+        from .ray import synthesize_with_ray
+
+        stats = synthesize_with_ray(ds, synth, output, split=split, shard_rows=args.shard_rows,
+                                    num_actors=args.ray_actors, batch_size=args.batch_size, rounds=args.rounds,
+                                    seed=args.seed, overwrite=args.overwrite)
+    else:
+        stats = synthesize_to_dir(ds, synth, output, split=split, shard_rows=args.shard_rows,
+                                  batch_size=args.batch_size, overwrite=args.overwrite,
+                                  progress=not args.no_progress, rounds=args.rounds, seed=args.seed,
+                                  num_workers=args.num_gpus,
+                                  source=f"{args.input}:{split}:{args.limit}" if args.streaming else None)
     elapsed = time.perf_counter() - start
     per_row = stats.pairs / stats.rows if stats.rows else 0.0
     print(f"done: {stats.rows} rows, {stats.pairs} pairs ({per_row:.1f}/row, {stats.rows_without_pairs} rows without), "

@@ -17,8 +17,8 @@ class InputError(ValueError):
     """The input cannot be read as given; the message says what to do."""
 
 
-def load_input(spec: str, split: str | None = None):
-    """Load INPUT as one split of a ``Dataset``.
+def load_input(spec: str, split: str | None = None, streaming: bool = False):
+    """Load INPUT as one split of a ``Dataset`` (an ``IterableDataset`` with ``streaming``).
 
     Example:
         >>> ds = load_input("examples/data/paragraphs.jsonl")  # doctest: +SKIP
@@ -30,10 +30,12 @@ def load_input(spec: str, split: str | None = None):
     path = Path(spec)
     if path.is_file():
         builder = _builder_for(path)
-        loaded = datasets.load_dataset(builder, data_files={"train": str(path)})
+        loaded = datasets.load_dataset(builder, data_files={"train": str(path)}, streaming=streaming)
     elif path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             loaded = datasets.load_from_disk(str(path))
+            if streaming:
+                loaded = _pick_split(loaded, spec, split).to_iterable_dataset()
         else:
             files = [p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in BUILDERS]
             if not files:
@@ -43,14 +45,14 @@ def load_input(spec: str, split: str | None = None):
             if len(counts) > 1:
                 raise InputError(f"{spec}: the folder mixes formats ({dict(counts)}); keep one format per folder")
             builder = next(iter(counts))
-            loaded = datasets.load_dataset(builder, data_files={"train": [str(p) for p in files]})
+            loaded = datasets.load_dataset(builder, data_files={"train": [str(p) for p in files]}, streaming=streaming)
     elif path.suffix.lower() in BUILDERS or spec.startswith((".", "/")) or spec.count("/") > 1:
         raise InputError(f"{spec}: no such file or folder")
     elif path.suffix:
         raise InputError(f"{spec}: unknown format {path.suffix!r}; use one of {', '.join(BUILDERS)}")
     else:
         try:
-            loaded = datasets.load_dataset(spec)
+            loaded = datasets.load_dataset(spec, streaming=streaming)
         except Exception as err:  # noqa: BLE001 - any failure to reach or read the Hub dataset
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise InputError(f"could not load the Hub dataset {spec!r} ({first}). Offline? Pass a local file, "
@@ -68,7 +70,7 @@ def _builder_for(path: Path) -> str:
 def _pick_split(loaded, spec: str, split: str | None):
     import datasets
 
-    if isinstance(loaded, datasets.Dataset):
+    if isinstance(loaded, (datasets.Dataset, datasets.IterableDataset)):
         return loaded
     names = list(loaded.keys())
     chosen = split or ("train" if "train" in names else names[0] if len(names) == 1 else None)

@@ -148,7 +148,7 @@ class InstructionSynthesizer:
         pairs: list[list[Pair]] = [[] for _ in texts]
         if todo:
             self._load(rank)
-            prompts = [self._fit(texts[i], self._row_name(i, indices)) for i in todo]
+            prompts = self._prompt_ids([texts[i] for i in todo], [self._row_name(i, indices) for i in todo])
             for i, text_out, row_pairs in zip(todo, *self._generate(prompts)):
                 outputs[i], pairs[i] = text_out, row_pairs
         self._count_rows(pairs, generated=len(todo))
@@ -212,11 +212,22 @@ class InstructionSynthesizer:
         return f"row {i} of the batch (pass with_indices=True to ds.map for dataset row numbers)"
 
     # ------------------------------------------------------------------ prompts
-    def _fit(self, text: str, row_name: str) -> list[int]:
+    def _prompt_ids(self, texts: list[str], row_names: list[str]) -> list[list[int]]:
+        """Prompt token ids for ``texts``, tokenized in one call; over-long prompts truncated (:meth:`_fit`)."""
+        tok = self._loaded["tokenizer"]  # type: ignore[index]
+        fast = getattr(tok, "is_fast", False)
+        enc = tok([build_prompt(t) for t in texts], add_special_tokens=False, return_offsets_mapping=fast)
+        offsets = enc["offset_mapping"] if fast else [None] * len(texts)
+        return [self._fit(t, name, ids, offs)
+                for t, name, ids, offs in zip(texts, row_names, enc["input_ids"], offsets)]
+
+    def _fit(self, text: str, row_name: str, ids: list[int] | None = None,
+             offsets: list[tuple[int, int]] | None = None) -> list[int]:
         """Token ids of the prompt for ``text``, truncated at the text's end to fit the context."""
         encode = self._encode
         limit = self.max_model_len - self.max_new_tokens
-        ids, offsets = encode(build_prompt(text))
+        if ids is None:
+            ids, offsets = encode(build_prompt(text))
         if len(ids) <= limit:
             return ids
         if self.on_overflow == "error":

@@ -193,3 +193,14 @@ def test_any_causal_lm_gpt2_without_pad_token(tmp_path):
         ref = model.generate(input_ids=cfg_ids, attention_mask=torch.ones_like(cfg_ids), max_new_tokens=12,
                              do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
         assert got == tok.decode(ref[0, len(ids):], skip_special_tokens=True)
+
+
+def test_map_on_an_iterable_dataset_streams_the_same_rows(tiny_model_dir):
+    texts = skewed_texts(20, seed=21)
+    ds = Dataset.from_dict({"text": texts, "n": list(range(20))})
+    synth = InstructionSynthesizer(model=str(tiny_model_dir), max_new_tokens=8)
+    streamed = list(ds.to_iterable_dataset(num_shards=2).map(synth, batched=True, batch_size=6))
+    eager = ds.map(InstructionSynthesizer(model=str(tiny_model_dir), max_new_tokens=8), batched=True)
+    assert [r["n"] for r in streamed] == list(range(20))
+    assert [r["synthesizer_output"] for r in streamed] == eager["synthesizer_output"]
+    assert [r["instruction_response_pairs"] for r in streamed] == eager["instruction_response_pairs"]

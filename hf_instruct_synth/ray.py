@@ -1,0 +1,127 @@
+"""Many machines: the main job on Ray Data, one synthesizer actor per GPU (extra ``ray``).
+
+The work is cut into units that each become one output shard: an input parquet file, or
+``shard_rows`` consecutive rows of a ``datasets.Dataset``. A Ray Data pipeline over the
+units runs ``map_batches`` with a stateful actor that loads the synthesizer once and
+writes each unit's shard and sidecar into ``output_dir``, exactly as the single-process
+runner (:mod:`hf_instruct_synth.run`) does. Units whose shard is already there are not
+scheduled again, so a killed job resumes at file level; the counters are merged from the
+sidecars. On a cluster, ``output_dir`` (and the input files) must be on storage every
+node sees, e.g. a shared filesystem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .run import MANIFEST, _finished, _prepare, _write_json, _write_shard
+from .stats import SynthesisStats
+from .synthesizer import InstructionSynthesizer
+
+
+class _SynthesizerActor:
+    """Holds one loaded synthesizer (Ray gives the actor its GPU as ``cuda:0``) and writes shards."""
+
+    def __init__(self, work: dict[str, Any], source: Any):
+        self.work, self.source = work, source
+        work["synthesizer"]._load()
+
+    def __call__(self, batch: dict) -> dict:
+        import datasets
+        import pyarrow.parquet as pq
+
+        rows_done = []
+        for unit, path, start, stop in zip(batch["unit"], batch["path"], batch["start"], batch["stop"]):
+            if path:
+                rows = datasets.Dataset(pq.read_table(str(path)))
+            else:
+                rows = self.source.select(range(int(start), int(stop)))
+            _write_shard(rows, int(unit), int(start), self.work)
+            rows_done.append(len(rows))
+        return {"unit": list(batch["unit"]), "rows": rows_done}
+
+
+def synthesize_with_ray(
+    source: Any,
+    synthesizer: InstructionSynthesizer,
+    output_dir: str,
+    *,
+    split: str = "train",
+    shard_rows: int = 10_000,
+    num_actors: int = 1,
+    num_gpus_per_actor: float | None = None,
+    num_cpus_per_actor: float = 1,
+    batch_size: int = 256,
+    rounds: int = 1,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> SynthesisStats:
+    """Run the job on Ray: ``source`` is a ``datasets.Dataset``, a parquet file, a folder of them, or a list of files.
+
+    ``num_actors`` synthesizer actors run at once, each with ``num_gpus_per_actor`` GPUs
+    (default: 1 when the Ray cluster has GPUs, else 0). Connect to a cluster first with
+    ``ray.init(address="auto")``; without it Ray starts a local instance.
+
+    Example:
+        >>> import ray; ray.init(address="auto")  # doctest: +SKIP
+        >>> stats = synthesize_with_ray("/shared/corpus/", InstructionSynthesizer(), "/shared/out",
+        ...                             num_actors=16)  # doctest: +SKIP
+    """
+    import pyarrow.parquet as pq
+    import ray
+
+    units, fingerprint, dataset = _units(source, shard_rows, pq)
+    job = {"package_version": synthesizer.settings()["hf_instruct_synth"], "input": fingerprint,
+           "synthesizer": synthesizer.fingerprint(), "text_column": synthesizer.text_column, "split": split,
+           "shard_rows": shard_rows, "rows": units[-1]["stop"] if units else 0, "rounds": rounds,
+           "templify_seed": seed if rounds > 1 else None}
+    out = Path(output_dir)
+    _prepare(out, job, overwrite)
+    done = _finished(out, split)
+    todo = [u for u in units if u["unit"] not in done]
+    if todo:
+        if not ray.is_initialized():
+            ray.init()
+        if num_gpus_per_actor is None:
+            num_gpus_per_actor = 1 if ray.cluster_resources().get("GPU", 0) else 0
+        work = {"synthesizer": synthesizer, "out": str(out), "split": split, "batch_size": batch_size,
+                "rounds": rounds, "seed": seed}
+        pipeline = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
+            _SynthesizerActor, fn_constructor_kwargs={"work": work, "source": dataset}, batch_size=1,
+            concurrency=max(1, min(num_actors, len(todo))), num_gpus=num_gpus_per_actor, num_cpus=num_cpus_per_actor)
+        written = pipeline.take_all()
+        assert sorted(r["unit"] for r in written) == sorted(u["unit"] for u in todo)
+    finished = _finished(out, split)
+    total = SynthesisStats()
+    for shard in finished.values():
+        total.merge(SynthesisStats.from_dict(shard["stats"]))
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest.update(shards=len(finished), complete=len(finished) == len(units))
+    _write_json(out / MANIFEST, manifest)
+    _write_json(out / "stats.json", total.to_dict())
+    return total
+
+
+def _units(source: Any, shard_rows: int, pq) -> tuple[list[dict], str, Any]:
+    """Units of work, a fingerprint of the input, and the dataset the actors read rows from (or None)."""
+    import datasets
+
+    if isinstance(source, datasets.Dataset):
+        starts = range(0, len(source), shard_rows)
+        units = [{"unit": i, "path": "", "start": s, "stop": min(s + shard_rows, len(source))}
+                 for i, s in enumerate(starts)]
+        return units, source._fingerprint, source
+    paths = [Path(p) for p in ([source] if isinstance(source, (str, Path)) else source)]
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*.parquet")))
+    if not files:
+        raise ValueError(f"no parquet files in {source}")
+    units, start, h = [], 0, hashlib.sha256()
+    for i, f in enumerate(files):
+        n = pq.ParquetFile(f).metadata.num_rows
+        units.append({"unit": i, "path": str(f), "start": start, "stop": start + n})
+        h.update(f"{f}:{f.stat().st_size}:{n}".encode())
+        start += n
+    return units, h.hexdigest()[:24], None
