@@ -33,13 +33,16 @@ def token_budget_buckets(
     *,
     pad_to_multiple_of: int = 1,
     sort: bool = True,
+    max_pad_fraction: float | None = None,
 ) -> list[Bucket]:
     """Cut prompts into buckets with ``rows × (width + max_new_tokens) <= max_batch_tokens``.
 
     With ``sort`` (default) prompts are taken longest first, so each bucket holds prompts
     of similar length and padding stays small; without it they keep their order (the
-    baseline the benchmarks compare against). A prompt that alone exceeds the budget gets
-    a bucket of its own.
+    baseline the benchmarks compare against). With ``max_pad_fraction`` a prompt also
+    starts a new bucket when its padding would exceed that fraction of the bucket's width
+    (so a bucket's pad share stays under it). A prompt that alone exceeds the budget gets a
+    bucket of its own.
 
     Example:
         >>> [b.indices for b in token_budget_buckets([5, 50, 6, 48], max_new_tokens=10, max_batch_tokens=130)]
@@ -50,13 +53,17 @@ def token_budget_buckets(
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if sort else list(range(len(lengths)))
     buckets: list[Bucket] = []
     current: list[int] = []
-    width = 0
+    width = filled = 0  # filled: real prompt tokens in the current bucket
     for i in order:
         new_width = max(width, round_up(lengths[i], pad_to_multiple_of))
-        if current and (len(current) + 1) * (new_width + max_new_tokens) > max_batch_tokens:
+        rows = len(current) + 1
+        too_padded = (max_pad_fraction is not None
+                      and rows * new_width - filled - lengths[i] > max_pad_fraction * rows * new_width)
+        if current and (too_padded or rows * (new_width + max_new_tokens) > max_batch_tokens):
             buckets.append(Bucket(current, width))
-            current, new_width = [], round_up(lengths[i], pad_to_multiple_of)
+            current, filled, new_width = [], 0, round_up(lengths[i], pad_to_multiple_of)
         current.append(i)
+        filled += lengths[i]
         width = new_width
     if current:
         buckets.append(Bucket(current, width))

@@ -58,6 +58,8 @@ class InstructionSynthesizer:
             or raise (``on_overflow="error"``).
         max_batch_tokens: token budget of one sub-batch, ``rows × (longest prompt +
             max_new_tokens)``; default: sized from free GPU memory, 8192 on CPU.
+        max_pad_fraction: a sub-batch is also cut where its left padding would exceed this
+            share of its prompt positions (``None``: cut by the budget alone).
         revision: the model's Hub revision (a branch, tag or commit).
         device, dtype, attn_implementation: forced placement; default: ``cuda:{rank}`` with
             bf16 and ``flash_attention_2`` (when ``flash_attn`` imports, else ``sdpa``) on a
@@ -86,6 +88,7 @@ class InstructionSynthesizer:
         max_new_tokens: int = 400,
         max_model_len: int = 4096,
         max_batch_tokens: int | None = None,
+        max_pad_fraction: float | None = 0.1,
         revision: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
@@ -114,6 +117,7 @@ class InstructionSynthesizer:
         self.max_new_tokens = max_new_tokens
         self.max_model_len = max_model_len
         self.max_batch_tokens = max_batch_tokens
+        self.max_pad_fraction = max_pad_fraction
         self.revision = revision
         self.device = device
         self.dtype = dtype
@@ -284,7 +288,7 @@ class InstructionSynthesizer:
         budget = self.max_batch_tokens or default_max_batch_tokens(model)
         engine = make_engine(self.engine, model, pad_token_id=pad, eos_token_ids=eos,
                              max_new_tokens=self.max_new_tokens, max_batch_tokens=budget,
-                             pad_to_multiple_of=8 if on_gpu else 1)
+                             pad_to_multiple_of=8 if on_gpu else 1, max_pad_fraction=self.max_pad_fraction)
         self._loaded = {"model": model, "tokenizer": tokenizer, "engine": engine}
         return self._loaded
 

@@ -10,15 +10,18 @@ from hf_instruct_synth.batching import left_pad, token_budget_buckets
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(1, 500), max_size=80), st.integers(0, 64), st.integers(64, 4096),
-       st.sampled_from([1, 8]), st.booleans())
-def test_buckets_cover_every_row_once_and_respect_the_budget(lengths, new, budget, multiple, sort):
-    buckets = token_budget_buckets(lengths, new, budget, pad_to_multiple_of=multiple, sort=sort)
+       st.sampled_from([1, 8]), st.booleans(), st.sampled_from([None, 0.1, 0.3]))
+def test_buckets_cover_every_row_once_and_respect_the_budget(lengths, new, budget, multiple, sort, max_pad):
+    buckets = token_budget_buckets(lengths, new, budget, pad_to_multiple_of=multiple, sort=sort,
+                                   max_pad_fraction=max_pad)
     seen = sorted(i for b in buckets for i in b.indices)
     assert seen == list(range(len(lengths)))
     for b in buckets:
         assert b.width >= max(lengths[i] for i in b.indices) and b.width % multiple == 0
         if len(b.indices) > 1:
             assert len(b.indices) * (b.width + new) <= budget
+            if max_pad is not None:
+                assert b.pad_tokens(lengths) <= max_pad * len(b.indices) * b.width
 
 
 def test_sorting_reduces_padding_on_a_skewed_mix():
@@ -27,6 +30,14 @@ def test_sorting_reduces_padding_on_a_skewed_mix():
     pad = {s: sum(b.pad_tokens(lengths) for b in token_budget_buckets(lengths, 64, 16384, sort=s))
            for s in (True, False)}
     assert pad[True] * 5 < pad[False]
+
+
+def test_pad_limit_bounds_the_pad_share_on_a_skewed_mix():
+    rng = random.Random(1)
+    lengths = [min(2000, int(rng.lognormvariate(4.5, 1.0))) for _ in range(500)]
+    buckets = token_budget_buckets(lengths, 64, 16384, max_pad_fraction=0.1)
+    pad = sum(b.pad_tokens(lengths) for b in buckets)
+    assert pad <= 0.1 * (sum(lengths) + pad)
 
 
 def test_left_pad():

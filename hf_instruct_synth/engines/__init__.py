@@ -22,12 +22,12 @@ ENGINES = ("static",)
 
 
 def make_engine(name: str, model, *, pad_token_id: int, eos_token_ids: list[int], max_new_tokens: int,
-                max_batch_tokens: int, pad_to_multiple_of: int = 1) -> Engine:
+                max_batch_tokens: int, pad_to_multiple_of: int = 1, max_pad_fraction: float | None = None) -> Engine:
     """Build the engine called ``name`` for a loaded model."""
     if name in ("static", "auto"):
         from .static import StaticEngine
 
         return StaticEngine(model, pad_token_id=pad_token_id, eos_token_ids=eos_token_ids,
                             max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
-                            pad_to_multiple_of=pad_to_multiple_of)
+                            pad_to_multiple_of=pad_to_multiple_of, max_pad_fraction=max_pad_fraction)
     raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES} or 'auto'")

@@ -22,7 +22,8 @@ class StaticEngine:
     name = "static"
 
     def __init__(self, model, *, pad_token_id: int, eos_token_ids: list[int], max_new_tokens: int,
-                 max_batch_tokens: int, pad_to_multiple_of: int = 1, sort: bool = True):
+                 max_batch_tokens: int, pad_to_multiple_of: int = 1, sort: bool = True,
+                 max_pad_fraction: float | None = None):
         from transformers import GenerationConfig
 
         self.model = model
@@ -32,6 +33,7 @@ class StaticEngine:
         self.max_batch_tokens = max_batch_tokens
         self.pad_to_multiple_of = pad_to_multiple_of
         self.sort = sort
+        self.max_pad_fraction = max_pad_fraction
         # Our own config, so sampling defaults shipped with a model never apply.
         self.generation_config = GenerationConfig(
             do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
@@ -42,7 +44,8 @@ class StaticEngine:
         lengths = [len(p) for p in prompts]
         outputs: list[list[int] | None] = [None] * len(prompts)
         buckets = token_budget_buckets(lengths, self.max_new_tokens, self.max_batch_tokens,
-                                       pad_to_multiple_of=self.pad_to_multiple_of, sort=self.sort)
+                                       pad_to_multiple_of=self.pad_to_multiple_of, sort=self.sort,
+                                       max_pad_fraction=self.max_pad_fraction)
         pending = list(reversed(buckets))
         while pending:
             bucket = pending.pop()
