@@ -85,7 +85,11 @@ def make_dataset_card(
     ]
     lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in generation.items()]
     lines += [f"| hardware | {hardware or platform.platform()} |", "",
-              _columns_note(columns), "", "## Synthesis statistics", ""]
+              _columns_note(columns), ""]
+    if license == "other":
+        lines += ["**License:** the source data's license was not known when this was published; check the source "
+                  "before use.", ""]
+    lines += ["## Synthesis statistics", ""]
     lines += _stats_table(split_stats, total)
     lines += ["", "Pairs per row:", "", "| pairs | rows |", "|---|---|"]
     for k in sorted(total.pairs_per_row, key=int):

@@ -169,8 +169,9 @@ def _license(args: argparse.Namespace) -> str:
             found = None
         if found:
             return found if isinstance(found, str) else found[0]
-    raise ValueError("the dataset card needs a license and the source's is unknown: pass --license "
-                     "(e.g. the source data's license)")
+    print("warning: the source's license is unknown; the card will say 'other' until you pass --license "
+          "(e.g. the source data's license)", file=sys.stderr)
+    return "other"
 
 
 if __name__ == "__main__":

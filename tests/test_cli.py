@@ -156,8 +156,6 @@ def test_cli_push_to_hub_publishes_what_load_dataset_reads_back(hub, tmp_path, m
     monkeypatch.chdir(tmp_path)
     args = ["synthesize", str(EXAMPLES / "paragraphs.jsonl"), "--model", "demo", "--push-to-hub", "user/paragraphs-aug",
             "--max-new-tokens", "64", "--no-progress"]
-    assert main(args) == 2 and "needs a license" in capsys.readouterr().err  # refused before any generation
-    assert not (tmp_path / ".hf-instruct-synth").exists()
     assert main(args + ["--license", "cc0-1.0", "--private"]) == 0
     assert "pushed: 12 rows to user/paragraphs-aug" in capsys.readouterr().out
     local = _read_output(tmp_path / ".hf-instruct-synth" / "user__paragraphs-aug")
@@ -170,6 +168,18 @@ def test_cli_push_to_hub_publishes_what_load_dataset_reads_back(hub, tmp_path, m
     assert card.data.license == "cc0-1.0" and hub.state.repos["user/paragraphs-aug"].private
     assert f"| pairs | {stats['pairs']:,} |" in card.text and f"| generated tokens | {stats['generated_tokens']:,} |" in card.text
     assert "demo synthesizer" in card.text and os.environ["HF_TOKEN"] not in card.text
+
+
+def test_cli_push_without_a_known_license_says_other_and_warns(hub, tmp_path, monkeypatch, capsys):
+    """Issue 4's command as written: local data, no --license."""
+    from huggingface_hub import DatasetCard
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["synthesize", str(EXAMPLES / "paragraphs.txt"), "--model", "demo", "--push-to-hub", "user/txt-aug",
+                 "--max-new-tokens", "48", "--no-progress"]) == 0
+    assert "license is unknown" in capsys.readouterr().err
+    card = DatasetCard.load("user/txt-aug", repo_type="dataset")
+    assert card.data.license == "other" and "license was not known" in card.text
 
 
 def test_cli_rounds_produces_templified_chains(tmp_path):
