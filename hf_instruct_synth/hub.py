@@ -65,7 +65,6 @@ def push_augmented_to_hub(
     names = [f"data/{split}-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
     stale = [p for p in remote if p.startswith(f"data/{split}-") and p not in names]
     bar = tqdm(total=n, unit="shard", desc=f"Pushing {split}", disable=not progress)
-    url = ""
     with tempfile.TemporaryDirectory(prefix="hf-instruct-synth-push-") as tmp:
         group: list = []
         for i, name in enumerate(names):
@@ -78,7 +77,7 @@ def push_augmented_to_hub(
                 continue
             group.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(local)))
             if len(group) == shards_per_commit or i == n - 1:
-                url = _commit(api, repo_id, revision, group, f"Add {split} shards ({len(group)})", secret,
+                _commit(api, repo_id, revision, group, f"Add {split} shards ({len(group)})", secret,
                               retries, backoff_s)
                 for op in group:
                     Path(op.path_or_fileobj).unlink()

@@ -13,11 +13,10 @@ node sees, e.g. a shared filesystem.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from .run import MANIFEST, _finished, _prepare, _write_json, _write_shard
+from .run import _finished, _prepare, _write_shard, finalize, job_record
 from .stats import SynthesisStats
 from .synthesizer import InstructionSynthesizer
 
@@ -74,10 +73,8 @@ def synthesize_with_ray(
     import ray
 
     units, fingerprint, dataset = _units(source, shard_rows, pq)
-    job = {"package_version": synthesizer.settings()["hf_instruct_synth"], "input": fingerprint,
-           "synthesizer": synthesizer.fingerprint(), "text_column": synthesizer.text_column, "split": split,
-           "shard_rows": shard_rows, "rows": units[-1]["stop"] if units else 0, "rounds": rounds,
-           "templify_seed": seed if rounds > 1 else None}
+    job = job_record(synthesizer, fingerprint, split=split, shard_rows=shard_rows,
+                     rows=units[-1]["stop"] if units else 0, rounds=rounds, seed=seed)
     out = Path(output_dir)
     _prepare(out, job, overwrite)
     done = _finished(out, split)
@@ -94,15 +91,7 @@ def synthesize_with_ray(
             concurrency=max(1, min(num_actors, len(todo))), num_gpus=num_gpus_per_actor, num_cpus=num_cpus_per_actor)
         written = pipeline.take_all()
         assert sorted(r["unit"] for r in written) == sorted(u["unit"] for u in todo)
-    finished = _finished(out, split)
-    total = SynthesisStats()
-    for shard in finished.values():
-        total.merge(SynthesisStats.from_dict(shard["stats"]))
-    manifest = json.loads((out / MANIFEST).read_text())
-    manifest.update(shards=len(finished), complete=len(finished) == len(units))
-    _write_json(out / MANIFEST, manifest)
-    _write_json(out / "stats.json", total.to_dict())
-    return total
+    return finalize(out, split, expected_shards=len(units))
 
 
 def _units(source: Any, shard_rows: int, pq) -> tuple[list[dict], str, Any]:

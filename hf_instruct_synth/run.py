@@ -57,17 +57,8 @@ def synthesize_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: 
     streaming = isinstance(dataset, IterableDataset)
     if streaming and source is None:
         raise ValueError("a streamed dataset has no fingerprint: pass source=<a stable name of the input>")
-    job = {
-        "package_version": __version__,
-        "input": source if streaming else dataset._fingerprint,
-        "synthesizer": synthesizer.fingerprint(),
-        "text_column": synthesizer.text_column,
-        "split": split,
-        "shard_rows": shard_rows,
-        "rows": None if streaming else len(dataset),
-        "rounds": rounds,
-        "templify_seed": seed if rounds > 1 else None,
-    }
+    job = job_record(synthesizer, source if streaming else dataset._fingerprint, split=split,
+                     shard_rows=shard_rows, rows=None if streaming else len(dataset), rounds=rounds, seed=seed)
     _prepare(out, job, overwrite)
     work = {"synthesizer": synthesizer, "out": str(out), "split": split, "batch_size": batch_size,
             "rounds": rounds, "seed": seed}
@@ -88,13 +79,34 @@ def synthesize_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: 
                 _write_shard(dataset.select(range(start, stop)), index, start, work)
                 bar.update(stop - start)
     bar.close()
+    return finalize(out, split, expected_shards=None if streaming else len(range(0, len(dataset), shard_rows)))
+
+
+def job_record(synthesizer: InstructionSynthesizer, input_id: str | None, *, split: str, shard_rows: int,
+               rows: int | None, rounds: int, seed: int) -> dict:
+    """What identifies a job: a re-run with the same record resumes, another one is refused."""
+    return {
+        "package_version": __version__,
+        "input": input_id,
+        "synthesizer": synthesizer.fingerprint(),
+        "text_column": synthesizer.text_column,
+        "split": split,
+        "shard_rows": shard_rows,
+        "rows": rows,
+        "rounds": rounds,
+        "templify_seed": seed if rounds > 1 else None,
+    }
+
+
+def finalize(out: Path, split: str, expected_shards: int | None) -> SynthesisStats:
+    """Merge the finished shards' counters into ``stats.json`` and mark the manifest; return them."""
     finished = _finished(out, split)
     total = SynthesisStats()
     for shard in finished.values():
         total.merge(SynthesisStats.from_dict(shard["stats"]))
     manifest = json.loads((out / MANIFEST).read_text())
     manifest["shards"] = len(finished)
-    manifest["complete"] = streaming or len(finished) == len(range(0, len(dataset), shard_rows))
+    manifest["complete"] = expected_shards is None or len(finished) == expected_shards
     _write_json(out / MANIFEST, manifest)
     _write_json(out / "stats.json", total.to_dict())
     return total

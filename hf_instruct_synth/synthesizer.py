@@ -13,7 +13,6 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 from . import __version__

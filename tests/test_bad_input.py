@@ -6,7 +6,7 @@ import pytest
 from datasets import Dataset
 
 from conftest import per_row_generate
-from hf_instruct_synth import InstructionSynthesizer, build_prompt
+from hf_instruct_synth import InstructionSynthesizer
 from hf_instruct_synth.format import PROMPT_TAIL
 
 

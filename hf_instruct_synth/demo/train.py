@@ -26,7 +26,7 @@ import re
 import time
 from pathlib import Path
 
-from ..format import END, build_prompt, format_pairs, parse_pairs
+from ..format import build_prompt, format_pairs
 
 SEED = 1234
 SYLLABLES = ("ka ri mo ta le ven sor dan mi lo ber tha gal ed win ros ana fel cor ul pri nes "
