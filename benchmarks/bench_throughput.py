@@ -1,7 +1,8 @@
 """Throughput of the ways to run the synthesizer, on the same prompts and model, in one run.
 
 Methods: (a) per-row ``generate`` as in the model card, (b) fixed-size unsorted batches of
-``--fixed-batch`` rows, (c) our static engine (length-sorted token-budget sub-batches).
+``--fixed-batch`` rows, (c) our static engine (length-sorted token-budget sub-batches),
+(d) our continuous engine (transformers' continuous batching).
 Prompts have a skewed, web-like length mix (lognormal word counts, a tail to ~2k tokens).
 Output lengths vary per prompt: the model is random, with its EOS logit raised so greedy
 decoding stops at different points; greedy and exact batching make each prompt's output
@@ -9,7 +10,7 @@ the same under every method (checked), so every method does the same work.
 
     python benchmarks/bench_throughput.py --write benchmarks/RESULTS.md
 
-Continuous batching and vLLM (issue 7) are not measured yet.
+vLLM (issue 7) is not measured yet.
 """
 
 from __future__ import annotations
@@ -106,6 +107,16 @@ def main() -> None:
     timed(f"(c) ours: sorted, {budget}, no pad limit", lambda: ours(None))
     ours_name = f"(c) ours: sorted, {budget}, pad ≤ {args.max_pad_fraction:.0%}"
     timed(ours_name, lambda: ours(args.max_pad_fraction))
+
+    def continuous():
+        from hf_instruct_synth.engines.continuous import ContinuousEngine
+
+        engine = ContinuousEngine(model, pad_token_id=pad, eos_token_ids=[eos], max_new_tokens=new,
+                                  max_batch_tokens=args.max_batch_tokens)
+        outs = engine.generate(prompts, SynthesisStats())
+        return [o + [eos] if len(o) < new else o for o in outs], 0
+
+    timed("(d) ours: continuous batching (transformers generate_batch)", continuous)
     reference = results["(a) per-row generate"]["outputs"]
     for name, r in results.items():
         same = sum(o == ref for o, ref in zip(r["outputs"], reference))

@@ -66,7 +66,8 @@ class InstructionSynthesizer:
         dedupe: drop questions equal, case-insensitively, to an earlier one in the row.
         on_invalid: ``"error"`` (default) raises on a ``None`` or non-string text naming
             the row; ``"skip"`` gives that row empty outputs and counts it.
-        engine: generation back end; ``"static"`` (length-sorted batches) or ``"auto"``.
+        engine: generation back end: ``"static"`` (length-sorted batches), ``"continuous"``
+            (transformers' continuous batching), or ``"auto"`` (static, for now).
 
     Example:
         >>> from datasets import Dataset
@@ -108,6 +109,10 @@ class InstructionSynthesizer:
             raise ValueError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
         if on_invalid not in ("error", "skip"):
             raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
+        from .engines import ENGINES
+
+        if engine not in ENGINES + ("auto",):
+            raise ValueError(f"engine must be one of {ENGINES + ('auto',)}, got {engine!r}")
         if max_batch_tokens is not None and max_batch_tokens <= 0:
             raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
         self.model = model

@@ -204,3 +204,14 @@ def test_map_on_an_iterable_dataset_streams_the_same_rows(tiny_model_dir):
     assert [r["n"] for r in streamed] == list(range(20))
     assert [r["synthesizer_output"] for r in streamed] == eager["synthesizer_output"]
     assert [r["instruction_response_pairs"] for r in streamed] == eager["instruction_response_pairs"]
+
+
+def test_continuous_engine_matches_static_and_keeps_order(tiny_model, tiny_tokenizer):
+    texts = skewed_texts(16, seed=17)
+    random.Random(2).shuffle(texts)
+    static = InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer, max_new_tokens=NEW, engine="static")
+    cont = InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer, max_new_tokens=NEW, engine="continuous")
+    assert cont({"text": texts}) == static({"text": texts})
+    assert cont.stats.generated_tokens == static.stats.generated_tokens and cont.stats.pad_tokens == 0
+    with pytest.raises(ValueError, match="engine must be one of"):
+        InstructionSynthesizer(engine="warp")

@@ -18,12 +18,21 @@ class Engine(Protocol):
     def generate(self, prompts: list[list[int]], stats: SynthesisStats) -> list[list[int]]: ...
 
 
-ENGINES = ("static",)
+ENGINES = ("static", "continuous")
 
 
 def make_engine(name: str, model, *, pad_token_id: int, eos_token_ids: list[int], max_new_tokens: int,
                 max_batch_tokens: int, pad_to_multiple_of: int = 1, max_pad_fraction: float | None = None) -> Engine:
-    """Build the engine called ``name`` for a loaded model."""
+    """Build the engine called ``name`` for a loaded model.
+
+    ``"auto"`` is the static engine: measured faster on CPU (benchmarks/RESULTS.md); on GPUs
+    the continuous engine is not yet measured against it.
+    """
+    if name == "continuous":
+        from .continuous import ContinuousEngine
+
+        return ContinuousEngine(model, pad_token_id=pad_token_id, eos_token_ids=eos_token_ids,
+                                max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens)
     if name in ("static", "auto"):
         from .static import StaticEngine
 
