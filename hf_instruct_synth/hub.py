@@ -83,7 +83,6 @@ def push_augmented_to_hub(
                     Path(op.path_or_fileobj).unlink()
                 bar.update(len(group))
                 group = []
-        bar.update(n - bar.n)
     bar.close()
     # Card and statistics: merge this split's counters with those already on the Hub.
     all_stats = _remote_stats(api, repo_id, revision, remote, secret)

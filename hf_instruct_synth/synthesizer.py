@@ -222,12 +222,8 @@ class InstructionSynthesizer:
     # ------------------------------------------------------------------ prompts
     def _prompt_ids(self, texts: list[str], row_names: list[str]) -> list[list[int]]:
         """Prompt token ids for ``texts``, tokenized in one call; over-long prompts truncated (:meth:`_fit`)."""
-        tok = self._loaded["tokenizer"]  # type: ignore[index]
-        fast = getattr(tok, "is_fast", False)
-        enc = tok([build_prompt(t) for t in texts], add_special_tokens=False, return_offsets_mapping=fast)
-        offsets = enc["offset_mapping"] if fast else [None] * len(texts)
-        return [self._fit(t, name, ids, offs)
-                for t, name, ids, offs in zip(texts, row_names, enc["input_ids"], offsets)]
+        encoded = self._encode_many([build_prompt(t) for t in texts])
+        return [self._fit(t, name, ids, offs) for t, name, (ids, offs) in zip(texts, row_names, encoded)]
 
     def _fit(self, text: str, row_name: str, ids: list[int] | None = None,
              offsets: list[tuple[int, int]] | None = None) -> list[int]:
@@ -264,11 +260,14 @@ class InstructionSynthesizer:
         return ids
 
     def _encode(self, prompt: str) -> tuple[list[int], list[tuple[int, int]] | None]:
+        return self._encode_many([prompt])[0]
+
+    def _encode_many(self, prompts: list[str]) -> list[tuple[list[int], list[tuple[int, int]] | None]]:
+        """Token ids (no added special tokens) and, for fast tokenizers, character offsets."""
         tok = self._loaded["tokenizer"]  # type: ignore[index]
-        if getattr(tok, "is_fast", False):
-            enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
-            return enc["input_ids"], enc["offset_mapping"]
-        return tok(prompt, add_special_tokens=False)["input_ids"], None
+        fast = getattr(tok, "is_fast", False)
+        enc = tok(prompts, add_special_tokens=False, return_offsets_mapping=fast)
+        return list(zip(enc["input_ids"], enc["offset_mapping"] if fast else [None] * len(prompts)))
 
     # ------------------------------------------------------------------ loading
     def _load(self, rank: int | None = None) -> dict[str, Any]:

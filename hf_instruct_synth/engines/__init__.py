@@ -21,6 +21,24 @@ class Engine(Protocol):
 ENGINES = ("static", "continuous")
 
 
+def greedy_config(max_new_tokens: int, eos_token_ids: list[int], pad_token_id: int):
+    """Our own generation config, so sampling defaults shipped with a model never apply."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                            eos_token_id=list(eos_token_ids), pad_token_id=pad_token_id)
+
+
+def finish_row(row: list[int], eos_token_ids: set[int], stats: SynthesisStats) -> list[int]:
+    """Cut a generated row after its first EOS, count it (EOS included), return it without EOS."""
+    for j, tok in enumerate(row):
+        if tok in eos_token_ids:
+            row = row[: j + 1]
+            break
+    stats.generated_tokens += len(row)
+    return [t for t in row if t not in eos_token_ids]
+
+
 def make_engine(name: str, model, *, pad_token_id: int, eos_token_ids: list[int], max_new_tokens: int,
                 max_batch_tokens: int, pad_to_multiple_of: int = 1, max_pad_fraction: float | None = None) -> Engine:
     """Build the engine called ``name`` for a loaded model.

@@ -9,6 +9,7 @@ lengths it is expected to win, which is still to be measured.
 from __future__ import annotations
 
 from ..stats import SynthesisStats
+from . import finish_row, greedy_config
 
 
 class ContinuousEngine:
@@ -16,18 +17,13 @@ class ContinuousEngine:
 
     def __init__(self, model, *, pad_token_id: int, eos_token_ids: list[int], max_new_tokens: int,
                  max_batch_tokens: int, **_: object):
-        from transformers import GenerationConfig
-
         if not hasattr(model, "generate_batch"):
             raise ValueError("engine='continuous' needs a transformers version with continuous batching "
                              "(model.generate_batch); upgrade transformers or use engine='static'")
         self.model = model
         self.eos_token_ids = set(eos_token_ids)
         self.max_batch_tokens = max_batch_tokens
-        self.generation_config = GenerationConfig(
-            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-            eos_token_id=list(eos_token_ids), pad_token_id=pad_token_id,
-        )
+        self.generation_config = greedy_config(max_new_tokens, eos_token_ids, pad_token_id)
 
     def generate(self, prompts: list[list[int]], stats: SynthesisStats) -> list[list[int]]:
         if not prompts:
@@ -40,13 +36,7 @@ class ContinuousEngine:
                                "with unexpected request ids; use engine='static'")
         outputs = []
         for key, prompt in zip(expected, prompts):
-            row = list(results[key].generated_tokens)
-            for j, tok in enumerate(row):
-                if tok in self.eos_token_ids:
-                    row = row[: j + 1]
-                    break
-            stats.generated_tokens += len(row)
             stats.prompt_tokens += len(prompt)
-            outputs.append([t for t in row if t not in self.eos_token_ids])
+            outputs.append(finish_row(list(results[key].generated_tokens), self.eos_token_ids, stats))
         stats.batches += 1
         return outputs

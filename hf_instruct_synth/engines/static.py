@@ -10,6 +10,7 @@ import torch
 
 from ..batching import Bucket, left_pad, round_up, token_budget_buckets
 from ..stats import SynthesisStats
+from . import finish_row, greedy_config
 
 
 def is_oom(err: BaseException) -> bool:
@@ -24,8 +25,6 @@ class StaticEngine:
     def __init__(self, model, *, pad_token_id: int, eos_token_ids: list[int], max_new_tokens: int,
                  max_batch_tokens: int, pad_to_multiple_of: int = 1, sort: bool = True,
                  max_pad_fraction: float | None = None):
-        from transformers import GenerationConfig
-
         self.model = model
         self.pad_token_id = pad_token_id
         self.eos_token_ids = set(eos_token_ids)
@@ -34,11 +33,7 @@ class StaticEngine:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.sort = sort
         self.max_pad_fraction = max_pad_fraction
-        # Our own config, so sampling defaults shipped with a model never apply.
-        self.generation_config = GenerationConfig(
-            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-            eos_token_id=list(eos_token_ids), pad_token_id=pad_token_id,
-        )
+        self.generation_config = greedy_config(max_new_tokens, eos_token_ids, pad_token_id)
 
     def generate(self, prompts: list[list[int]], stats: SynthesisStats) -> list[list[int]]:
         lengths = [len(p) for p in prompts]
@@ -65,24 +60,16 @@ class StaticEngine:
             stats.prompt_tokens += sum(lengths[i] for i in bucket.indices)
             stats.pad_tokens += bucket.pad_tokens(lengths)
             for i, row in zip(bucket.indices, generated):
-                stats.generated_tokens += len(row)
-                outputs[i] = [t for t in row if t not in self.eos_token_ids]
+                outputs[i] = finish_row(row, self.eos_token_ids, stats)
         return outputs  # type: ignore[return-value]
 
     @torch.inference_mode()
     def _run(self, bucket: Bucket, prompts: list[list[int]]) -> list[list[int]]:
-        """Generate one padded sub-batch; each row's tokens up to and including its EOS."""
+        """Generate one padded sub-batch; each row's generated tokens (padding after EOS included)."""
         ids, mask = left_pad([prompts[i] for i in bucket.indices], bucket.width, self.pad_token_id)
         device = self.model.device
         input_ids = torch.tensor(ids, dtype=torch.long, device=device)
         attention_mask = torch.tensor(mask, dtype=torch.long, device=device)
         out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                   generation_config=self.generation_config)
-        rows = []
-        for row in out[:, bucket.width:].tolist():
-            for j, tok in enumerate(row):
-                if tok in self.eos_token_ids:
-                    row = row[: j + 1]
-                    break
-            rows.append(row)
-        return rows
+        return out[:, bucket.width:].tolist()
