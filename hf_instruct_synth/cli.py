@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-pad-fraction", type=float, default=0.1,
                    help="also cut a sub-batch where padding would pass this share of its prompt positions "
                         "(default 0.1; 1 = budget only)")
+    s.add_argument("--engine", choices=["auto", "static", "continuous", "vllm"], default="auto",
+                   help="generation back end: static length-sorted batches, transformers' continuous batching, "
+                        "or vLLM (extra 'vllm'); auto = static (see benchmarks/RESULTS.md)")
     s.add_argument("--batch-size", type=int, default=256, help="rows handed to the transform at once (default: 256)")
     s.add_argument("--shard-rows", type=int, default=10_000, help="rows per output shard (default: 10000)")
     s.add_argument("--rounds", type=int, default=1, metavar="M",
@@ -106,7 +109,7 @@ def _synthesize(args: argparse.Namespace) -> int:
     synth = InstructionSynthesizer(model=model, revision=args.revision, text_column=args.text_column,
                                    max_new_tokens=args.max_new_tokens, max_model_len=args.max_model_len,
                                    max_batch_tokens=args.max_batch_tokens, max_pad_fraction=args.max_pad_fraction,
-                                   on_invalid=args.on_invalid)
+                                   on_invalid=args.on_invalid, engine=args.engine)
     if ds.column_names is not None and args.text_column not in ds.column_names:
         raise ValueError(f"{args.input} has no column {args.text_column!r}; columns present: {ds.column_names}. "
                          "Pick one with --text-column")

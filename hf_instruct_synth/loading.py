@@ -36,7 +36,7 @@ def load_model_and_tokenizer(model: Any, tokenizer: Any, *, revision: str | None
                              dtype: str, attn_implementation: str):
     """Return ``(model, tokenizer)`` ready for generation, loading whatever was given by name."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+    from transformers import AutoModelForCausalLM, PreTrainedModel
 
     if isinstance(model, PreTrainedModel):
         loaded = model
@@ -52,18 +52,44 @@ def load_model_and_tokenizer(model: Any, tokenizer: Any, *, revision: str | None
             raise OSError(_unreachable(model, err)) from err
         loaded = loaded.to(device)
     loaded.eval()
-    source = tokenizer if tokenizer is not None else (model if not isinstance(model, PreTrainedModel)
-                                                      else loaded.name_or_path)
-    if isinstance(source, (str, os.PathLike)):
+    return loaded, load_tokenizer(model if not isinstance(model, PreTrainedModel) else loaded.name_or_path,
+                                  tokenizer, revision=revision)
+
+
+def load_tokenizer(model: Any, tokenizer: Any, *, revision: str | None):
+    """The tokenizer given (an object, id or folder), else the one stored with ``model``."""
+    from transformers import AutoTokenizer
+
+    source = tokenizer if tokenizer is not None else model
+    if isinstance(source, (str, os.PathLike)) and str(source):
         try:
-            tok = AutoTokenizer.from_pretrained(str(source), revision=revision if tokenizer is None else None)
+            return AutoTokenizer.from_pretrained(str(source), revision=revision if tokenizer is None else None)
         except OSError as err:
             raise OSError(_unreachable(source, err, what="tokenizer")) from err
-    elif source is None or source == "":
+    if source is None or source == "" or not hasattr(source, "decode"):
         raise ValueError("a loaded model was given without a tokenizer: pass tokenizer=<id, path or object>")
-    else:
-        tok = source
-    return loaded, tok
+    return source
+
+
+def generation_config_eos(model: Any, revision: str | None) -> Any:
+    """The EOS id(s) in a model's ``generation_config.json``, or ``None`` when it has none."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(str(model), revision=revision).eos_token_id
+    except (OSError, ValueError):  # no such file, or not a name at all
+        return None
+
+
+def eos_token_ids(tokenizer, generation_eos: Any) -> list[int]:
+    """Stop ids: the tokenizer's EOS, then any other EOS the model's generation config names."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for e in generation_eos if isinstance(generation_eos, list) else [generation_eos]:
+        if e is not None and e not in eos:
+            eos.append(e)
+    if not eos:
+        raise ValueError("the tokenizer has no eos_token; the synthesizer's outputs end with '</s>': set one")
+    return eos
 
 
 def _unreachable(name: Any, err: Exception, what: str = "model") -> str:

@@ -67,7 +67,8 @@ class InstructionSynthesizer:
         on_invalid: ``"error"`` (default) raises on a ``None`` or non-string text naming
             the row; ``"skip"`` gives that row empty outputs and counts it.
         engine: generation back end: ``"static"`` (length-sorted batches), ``"continuous"``
-            (transformers' continuous batching), or ``"auto"`` (static, for now).
+            (transformers' continuous batching), ``"vllm"`` (vLLM, extra ``vllm``; the model
+            must be a Hub id or folder), or ``"auto"`` (static: see benchmarks/RESULTS.md).
 
     Example:
         >>> from datasets import Dataset
@@ -273,25 +274,29 @@ class InstructionSynthesizer:
     def _load(self, rank: int | None = None) -> dict[str, Any]:
         if self._loaded is not None:
             return self._loaded
-        from .loading import load_model_and_tokenizer, resolve_placement
+        from .loading import (eos_token_ids, generation_config_eos, load_model_and_tokenizer, load_tokenizer,
+                              resolve_placement)
         from .engines import make_engine
 
-        device, dtype, attn = resolve_placement(self.device, self.dtype, self.attn_implementation, rank)
-        model, tokenizer = load_model_and_tokenizer(self.model, self.tokenizer, revision=self.revision,
-                                                    device=device, dtype=dtype, attn_implementation=attn)
-        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        for e in gen_eos if isinstance(gen_eos, list) else [gen_eos]:
-            if e is not None and e not in eos:
-                eos.append(e)
-        if not eos:
-            raise ValueError("the tokenizer has no eos_token; the synthesizer's outputs end with '</s>': set one")
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-        on_gpu = str(model.device).startswith("cuda")
-        budget = self.max_batch_tokens or default_max_batch_tokens(model)
-        engine = make_engine(self.engine, model, pad_token_id=pad, eos_token_ids=eos,
-                             max_new_tokens=self.max_new_tokens, max_batch_tokens=budget,
-                             pad_to_multiple_of=8 if on_gpu else 1, max_pad_fraction=self.max_pad_fraction)
+        if self.engine == "vllm":  # vLLM loads the weights itself; we keep only the tokenizer
+            from .engines.vllm import VllmEngine
+
+            model, tokenizer = None, load_tokenizer(self.model, self.tokenizer, revision=self.revision)
+            eos = eos_token_ids(tokenizer, generation_config_eos(self.model, self.revision))
+            engine = VllmEngine(self.model, eos_token_ids=eos, max_new_tokens=self.max_new_tokens,
+                                max_model_len=self.max_model_len, revision=self.revision,
+                                tokenizer=self.tokenizer if isinstance(self.tokenizer, str) else None,
+                                dtype=self.dtype or "auto")
+        else:
+            device, dtype, attn = resolve_placement(self.device, self.dtype, self.attn_implementation, rank)
+            model, tokenizer = load_model_and_tokenizer(self.model, self.tokenizer, revision=self.revision,
+                                                        device=device, dtype=dtype, attn_implementation=attn)
+            eos = eos_token_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+            engine = make_engine(self.engine, model, eos_token_ids=eos, max_new_tokens=self.max_new_tokens,
+                                 pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0],
+                                 max_batch_tokens=self.max_batch_tokens or default_max_batch_tokens(model),
+                                 pad_to_multiple_of=8 if str(model.device).startswith("cuda") else 1,
+                                 max_pad_fraction=self.max_pad_fraction)
         self._loaded = {"model": model, "tokenizer": tokenizer, "engine": engine}
         return self._loaded
 

@@ -18,7 +18,7 @@ class Engine(Protocol):
     def generate(self, prompts: list[list[int]], stats: SynthesisStats) -> list[list[int]]: ...
 
 
-ENGINES = ("static", "continuous")
+ENGINES = ("static", "continuous", "vllm")
 
 
 def greedy_config(max_new_tokens: int, eos_token_ids: list[int], pad_token_id: int):
@@ -57,4 +57,6 @@ def make_engine(name: str, model, *, pad_token_id: int, eos_token_ids: list[int]
         return StaticEngine(model, pad_token_id=pad_token_id, eos_token_ids=eos_token_ids,
                             max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
                             pad_to_multiple_of=pad_to_multiple_of, max_pad_fraction=max_pad_fraction)
+    if name == "vllm":
+        raise ValueError("engine='vllm' loads the model itself: build it with engines.vllm.VllmEngine(model_id, ...)")
     raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES} or 'auto'")

@@ -24,12 +24,21 @@ class ContinuousEngine:
         self.eos_token_ids = set(eos_token_ids)
         self.max_batch_tokens = max_batch_tokens
         self.generation_config = greedy_config(max_new_tokens, eos_token_ids, pad_token_id)
+        self.cache_config = None
+        if not str(model.device).startswith("cuda"):
+            # Off GPU transformers would size the paged cache from host memory (GiBs for a tiny
+            # model); hold it to our token budget instead. On a GPU it sizes from free memory.
+            from transformers import ContinuousBatchingConfig
+
+            page = 256
+            self.cache_config = ContinuousBatchingConfig(page_size=page, num_blocks=max(2, -(-max_batch_tokens // page)))
 
     def generate(self, prompts: list[list[int]], stats: SynthesisStats) -> list[list[int]]:
         if not prompts:
             return []
+        extra = {"continuous_batching_config": self.cache_config} if self.cache_config is not None else {}
         results = self.model.generate_batch(inputs=prompts, generation_config=self.generation_config,
-                                            progress_bar=False)
+                                            progress_bar=False, **extra)
         expected = [f"req_{i}" for i in range(len(prompts))]
         if sorted(results) != sorted(expected):  # ids are how rows find their place: never guess
             raise RuntimeError(f"continuous batching returned {len(results)} results for {len(prompts)} prompts "
