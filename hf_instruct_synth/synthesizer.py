@@ -68,7 +68,8 @@ class InstructionSynthesizer:
             the row; ``"skip"`` gives that row empty outputs and counts it.
         engine: generation back end: ``"static"`` (length-sorted batches), ``"continuous"``
             (transformers' continuous batching), ``"vllm"`` (vLLM, extra ``vllm``; the model
-            must be a Hub id or folder), or ``"auto"`` (static: see benchmarks/RESULTS.md).
+            must be a Hub id or folder), or ``"auto"`` (vLLM when it imports and the model is given by name, else static: the
+            fastest measured, benchmarks/RESULTS.md).
 
     Example:
         >>> from datasets import Dataset
@@ -278,7 +279,7 @@ class InstructionSynthesizer:
                               resolve_placement)
         from .engines import make_engine
 
-        if self.engine == "vllm":  # vLLM loads the weights itself; we keep only the tokenizer
+        if self.resolved_engine() == "vllm":  # vLLM loads the weights itself; we keep only the tokenizer
             from .engines.vllm import VllmEngine
 
             model, tokenizer = None, load_tokenizer(self.model, self.tokenizer, revision=self.revision)
@@ -292,13 +293,22 @@ class InstructionSynthesizer:
             model, tokenizer = load_model_and_tokenizer(self.model, self.tokenizer, revision=self.revision,
                                                         device=device, dtype=dtype, attn_implementation=attn)
             eos = eos_token_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
-            engine = make_engine(self.engine, model, eos_token_ids=eos, max_new_tokens=self.max_new_tokens,
+            engine = make_engine(self.resolved_engine(), model, eos_token_ids=eos, max_new_tokens=self.max_new_tokens,
                                  pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0],
                                  max_batch_tokens=self.max_batch_tokens or default_max_batch_tokens(model),
                                  pad_to_multiple_of=8 if str(model.device).startswith("cuda") else 1,
                                  max_pad_fraction=self.max_pad_fraction)
         self._loaded = {"model": model, "tokenizer": tokenizer, "engine": engine}
         return self._loaded
+
+    def resolved_engine(self) -> str:
+        """The engine ``"auto"`` stands for: vLLM when it imports and the model is a Hub id or
+        folder (measured fastest: benchmarks/RESULTS.md), else the static engine."""
+        if self.engine != "auto":
+            return self.engine
+        from .engines.vllm import vllm_available
+
+        return "vllm" if vllm_available() and isinstance(self.model, (str, os.PathLike)) else "static"
 
     def settings(self) -> dict[str, Any]:
         """What the card records of how the data was made.

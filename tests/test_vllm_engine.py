@@ -69,3 +69,12 @@ def test_vllm_engine_refuses_a_loaded_model(fake_vllm, tiny_model, tiny_tokenize
     synth = InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer, engine="vllm")
     with pytest.raises(ValueError, match="Hub id or local folder"):
         synth({"text": ["x"]})
+
+
+def test_auto_is_vllm_when_it_imports_else_static(fake_vllm, tiny_model_dir, tiny_model, tiny_tokenizer, monkeypatch):
+    assert InstructionSynthesizer(model=str(tiny_model_dir), engine="auto").resolved_engine() == "vllm"
+    # a loaded model cannot go to vLLM (it loads weights itself): static
+    assert InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer).resolved_engine() == "static"
+    monkeypatch.setattr("hf_instruct_synth.engines.vllm.vllm_available", lambda: False)
+    synth = InstructionSynthesizer(model=str(tiny_model_dir), max_new_tokens=4)
+    assert synth.resolved_engine() == "static" and synth._load()["engine"].name == "static"

@@ -43,8 +43,8 @@ def make_engine(name: str, model, *, pad_token_id: int, eos_token_ids: list[int]
                 max_batch_tokens: int, pad_to_multiple_of: int = 1, max_pad_fraction: float | None = None) -> Engine:
     """Build the engine called ``name`` for a loaded model.
 
-    ``"auto"`` is the static engine: measured faster on CPU (benchmarks/RESULTS.md); on GPUs
-    the continuous engine is not yet measured against it.
+    ``"auto"`` here is the static engine (the synthesizer turns ``"auto"`` into ``"vllm"``
+    first when vLLM imports: see ``InstructionSynthesizer.resolved_engine``).
     """
     if name == "continuous":
         from .continuous import ContinuousEngine
