@@ -71,7 +71,6 @@ def measure_machine(device: str, dtype: torch.dtype) -> dict:
     src = torch.empty(n_bytes // 2, dtype=torch.bfloat16, device=device)
     dst = torch.empty_like(src)
     bandwidth = 2 * n_bytes / timed(lambda: dst.copy_(src), 10)
-    del src, dst
     k = 8192 if device.startswith("cuda") else 1024
     a = torch.randn(k, k, dtype=dtype, device=device)
     b = torch.randn(k, k, dtype=dtype, device=device)

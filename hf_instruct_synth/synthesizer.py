@@ -68,8 +68,8 @@ class InstructionSynthesizer:
             the row; ``"skip"`` gives that row empty outputs and counts it.
         engine: generation back end: ``"static"`` (length-sorted batches), ``"continuous"``
             (transformers' continuous batching), ``"vllm"`` (vLLM, extra ``vllm``; the model
-            must be a Hub id or folder), or ``"auto"`` (vLLM when it imports and the model is given by name, else static: the
-            fastest measured, benchmarks/RESULTS.md).
+            must be a Hub id or folder), or ``"auto"`` (vLLM when it imports and the model is
+            given by name, else static: the fastest measured, benchmarks/RESULTS.md).
 
     Example:
         >>> from datasets import Dataset
@@ -279,7 +279,8 @@ class InstructionSynthesizer:
                               resolve_placement)
         from .engines import make_engine
 
-        if self.resolved_engine() == "vllm":  # vLLM loads the weights itself; we keep only the tokenizer
+        engine_name = self.resolved_engine()
+        if engine_name == "vllm":  # vLLM loads the weights itself; we keep only the tokenizer
             from .engines.vllm import VllmEngine
 
             model, tokenizer = None, load_tokenizer(self.model, self.tokenizer, revision=self.revision)
@@ -293,7 +294,7 @@ class InstructionSynthesizer:
             model, tokenizer = load_model_and_tokenizer(self.model, self.tokenizer, revision=self.revision,
                                                         device=device, dtype=dtype, attn_implementation=attn)
             eos = eos_token_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
-            engine = make_engine(self.resolved_engine(), model, eos_token_ids=eos, max_new_tokens=self.max_new_tokens,
+            engine = make_engine(engine_name, model, eos_token_ids=eos, max_new_tokens=self.max_new_tokens,
                                  pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0],
                                  max_batch_tokens=self.max_batch_tokens or default_max_batch_tokens(model),
                                  pad_to_multiple_of=8 if str(model.device).startswith("cuda") else 1,
