@@ -1,14 +1,23 @@
-"""The dataset card pushed as ``README.md``: how the data was made, and the run's real counters."""
+"""The dataset card pushed as ``README.md``: how the data was made, and numbers computed from the data.
+
+The card is plain text assembled here, never a template: a sample row holding ``{{ x }}``
+or ``{% if %}`` is shown as it is. The generated part of the body sits between two
+markers (:data:`BEGIN`, :data:`END`); a re-push replaces only that part and keeps every
+line the maintainers wrote around it, and every YAML key we do not set.
+"""
 
 from __future__ import annotations
 
 import json
-import platform
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
 from .stats import SynthesisStats
 
+PAPER = "https://arxiv.org/abs/2406.14491"
+BEGIN = "<!-- hf-instruct-synth:begin (generated: a re-push replaces what lies between these markers) -->"
+END = "<!-- hf-instruct-synth:end -->"
 CITATION = """@inproceedings{cheng2024instruction,
   title={Instruction Pre-Training: Language Models are Supervised Multitask Learners},
   author={Cheng, Daixuan and Gu, Yuxian and Huang, Shaohan and Bi, Junyu and Huang, Minlie and Wei, Furu},
@@ -16,19 +25,63 @@ CITATION = """@inproceedings{cheng2024instruction,
   year={2024}
 }"""
 
+# The Hub's accepted size_categories, upper bounds first.
 _SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
           (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
-          (10_000_000_000, "1B<n<10B")]
+          (10_000_000_000, "1B<n<10B"), (100_000_000_000, "10B<n<100B"), (1_000_000_000_000, "100B<n<1T")]
 
 
 def size_category(rows: int) -> str:
-    """The Hub's ``size_categories`` bucket for a row count.
+    """The Hub's ``size_categories`` value for a row count.
 
     Example:
-        >>> size_category(12_345)
-        '10K<n<100K'
+        >>> size_category(12_345), size_category(20_000_000_000), size_category(10**13)
+        ('10K<n<100K', '10B<n<100B', 'n>1T')
     """
-    return next((label for limit, label in _SIZES if rows < limit), "n>10B" if rows >= 10_000_000_000 else "n<1K")
+    return next((label for limit, label in _SIZES if rows < limit), "n>1T")
+
+
+@dataclass
+class DataStats:
+    """Numbers a card shows that the data itself tells (so ``num_proc`` and cache hits change nothing).
+
+    Example:
+        >>> import pyarrow as pa
+        >>> s = DataStats.of([pa.table({"instruction_response_pairs": [[{"instruction": "Q?", "response": "A"}], []]})])
+        >>> s.rows, s.pairs, s.rows_without_pairs, s.pairs_per_row
+        (2, 1, 1, {'0': 1, '1': 1})
+    """
+
+    rows: int = 0  # rows of the published data (chains, with rounds)
+    texts: int = 0  # raw texts (links, with rounds)
+    pairs: int = 0
+    rows_without_pairs: int = 0  # texts without a pair
+    question_chars: int = 0
+    answer_chars: int = 0
+    pairs_per_row: dict[str, int] = field(default_factory=dict)  # per text
+
+    @classmethod
+    def of(cls, tables) -> DataStats:
+        """Count over Arrow tables (a run's shards, read one column at a time)."""
+        out = cls()
+        for table in tables:
+            out.rows += table.num_rows
+            if "links" in table.column_names:
+                per_text = [link["instruction_response_pairs"] for chain in table.column("links").to_pylist()
+                            for link in chain]
+            elif "instruction_response_pairs" in table.column_names:
+                per_text = table.column("instruction_response_pairs").to_pylist()
+            else:
+                per_text = []
+            for pairs in per_text:
+                pairs = pairs or []
+                out.texts += 1
+                out.pairs += len(pairs)
+                out.rows_without_pairs += not pairs
+                out.pairs_per_row[str(len(pairs))] = out.pairs_per_row.get(str(len(pairs)), 0) + 1
+                out.question_chars += sum(len(p["instruction"]) for p in pairs)
+                out.answer_chars += sum(len(p["response"]) for p in pairs)
+        return out
 
 
 def make_dataset_card(
@@ -37,74 +90,148 @@ def make_dataset_card(
     split_stats: dict[str, SynthesisStats],
     generation: dict[str, Any],
     license: str,
+    data_stats: dict[str, DataStats] | None = None,
     source_dataset: str | None = None,
     source_revision: str | None = None,
     language: list[str] | None = None,
     samples: list[dict] | None = None,
     hardware: str | None = None,
     columns: list[str] | None = None,
+    dataset_info: dict | None = None,
+    command: str | None = None,
+    existing: str | None = None,
 ):
     """Build the ``DatasetCard`` (YAML metadata + body) for an augmented dataset.
 
-    ``split_stats`` maps each split to the transform's counters for it; ``generation``
-    holds the synthesizer's settings (model, revision, max_new_tokens, …).
+    ``split_stats`` maps each split to the run's counters (used for what the data cannot
+    tell: duplicates removed, truncation, tokens, time); ``data_stats`` to numbers
+    computed from the data (rows, pairs, lengths); ``existing`` is the card already on
+    the Hub, whose hand-written lines and extra YAML keys are kept.
 
     Example:
         >>> card = make_dataset_card("user/aug", split_stats={"train": SynthesisStats(rows=2, pairs=3)},
         ...                          generation={"model": "demo"}, license="cc-by-4.0")
-        >>> card.data.task_categories
-        ['text-generation']
+        >>> card.data.task_categories, card.data.size_categories
+        (['text-generation'], ['n<1K'])
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
     total = SynthesisStats()
     for s in split_stats.values():
         total.merge(s)
-    data = DatasetCardData(
+    data_stats = data_stats or {s: DataStats(rows=st.rows, texts=st.rows, pairs=st.pairs,
+                                             rows_without_pairs=st.rows_without_pairs,
+                                             pairs_per_row=dict(st.pairs_per_row)) for s, st in split_stats.items()}
+    rows = sum(d.rows for d in data_stats.values())
+    name = repo_id.split("/")[-1]
+    meta: dict[str, Any] = {}
+    old_body = ""
+    if existing:
+        old = DatasetCard(existing, ignore_metadata_errors=True)
+        meta = old.data.to_dict()
+        old_body = old.text
+    meta.update(
         license=license,
-        language=language or ["en"],
+        language=meta.get("language") or language or ["en"],
+        pretty_name=meta.get("pretty_name") or f"{name} (instruction-augmented)",
         task_categories=["text-generation"],
-        tags=["synthetic", "instruction-pretraining"],
-        source_datasets=[source_dataset] if source_dataset else None,
-        size_categories=[size_category(total.rows)],
+        tags=sorted(set(meta.get("tags") or []) | {"synthetic", "instruction-pretraining"}),
+        annotations_creators=["machine-generated"],
+        size_categories=[size_category(rows)],
         configs=[{"config_name": "default",
-                  "data_files": [{"split": split, "path": f"data/{split}-*"} for split in sorted(split_stats)]}],
+                  "data_files": [{"split": split, "path": f"data/{split}-*"} for split in sorted(data_stats)]}],
     )
+    if source_dataset:
+        meta["source_datasets"] = [source_dataset]
+    if dataset_info:
+        meta["dataset_info"] = dataset_info
+    data = DatasetCardData(**{k: v for k, v in meta.items() if v is not None})
+    generated = _body(repo_id, split_stats, total, data_stats, generation, license, source_dataset, source_revision,
+                      samples, hardware, columns, command)
+    body = _merge_body(old_body, generated, name)
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def _merge_body(old_body: str, generated: str, name: str) -> str:
+    block = f"{BEGIN}\n{generated}\n{END}"
+    if BEGIN.split(" (")[0] in old_body and END in old_body:
+        head = old_body[:old_body.index(BEGIN.split(" (")[0])]
+        tail = old_body[old_body.index(END) + len(END):]
+        return head + block + tail
+    if old_body.strip():  # a card written by hand: ours goes after it
+        return old_body.rstrip() + "\n\n" + block + "\n"
+    return f"# {name}\n\n{block}\n"
+
+
+def _body(repo_id, split_stats, total, data_stats, generation, license, source_dataset, source_revision, samples,
+          hardware, columns, command) -> str:
+    model = str(generation.get("model", ""))
+    model_link = f"[{model}](https://huggingface.co/{model})" if _is_hub_id(model) else model
+    src = (f"[{source_dataset}](https://huggingface.co/datasets/{source_dataset})" if source_dataset
+           else "local files")
     lines = [
-        f"# {repo_id.split('/')[-1]}",
-        "",
-        "Instruction-augmented pre-training data in the style of *Instruction Pre-Training* (Cheng et al., 2024): "
-        "each raw text is kept and paired with instruction-response pairs written by a context-based "
-        "instruction synthesizer, made with [hf-instruct-synth](https://pypi.org/project/hf-instruct-synth/) "
-        f"{__version__}.",
+        "Instruction-augmented pre-training data made as in [*Instruction Pre-Training: Language Models are "
+        f"Supervised Multitask Learners*]({PAPER}) (Cheng et al., 2024): each raw text is kept and paired with "
+        "instruction-response pairs written by a context-based instruction synthesizer "
+        f"({model_link}), with [hf-instruct-synth](https://pypi.org/project/hf-instruct-synth/) {__version__}.",
         "",
         "## How it was made",
         "",
         "| | |", "|---|---|",
-        f"| source dataset | {source_dataset or 'local files'}{f' @ {source_revision}' if source_revision else ''} |",
+        f"| source dataset | {src}{f' @ `{source_revision}`' if source_revision else ''} |",
+        f"| synthesizer | {model_link} |",
     ]
-    lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in generation.items()]
-    lines += [f"| hardware | {hardware or platform.platform()} |", "",
-              _columns_note(columns), ""]
+    lines += [f"| {k.replace('_', ' ')} | {_cell(v)} |" for k, v in generation.items() if k != "model"]
+    lines += [f"| hardware | {_cell(hardware or 'not recorded')} |"]
+    if command:
+        lines += ["", "Reproduce with (the run's `manifest.json` is published beside the data):", "", "```bash",
+                  command, "```"]
+    lines += ["", _columns_note(columns), ""]
     if license == "other":
         lines += ["**License:** the source data's license was not known when this was published; check the source "
                   "before use.", ""]
-    lines += ["## Synthesis statistics", ""]
-    lines += _stats_table(split_stats, total)
-    lines += ["", "Pairs per row:", "", "| pairs | rows |", "|---|---|"]
-    for k in sorted(total.pairs_per_row, key=int):
-        lines.append(f"| {k} | {total.pairs_per_row[k]} |")
+    lines += ["## Statistics", "", "Computed from the published data, except where marked *(run)*: counters kept "
+              "by the run for what the data cannot show.", ""]
+    lines += _stats_table(split_stats, total, data_stats)
+    all_data = DataStats()
+    for d in data_stats.values():
+        for k, v in d.pairs_per_row.items():
+            all_data.pairs_per_row[k] = all_data.pairs_per_row.get(k, 0) + v
+    lines += ["", "Pairs per text:", "", "| pairs | texts | |", "|---|---|---|"]
+    most = max(all_data.pairs_per_row.values(), default=0)
+    for k in sorted(all_data.pairs_per_row, key=int):
+        n = all_data.pairs_per_row[k]
+        lines.append(f"| {k} | {n:,} | {'█' * max(1, round(20 * n / most)) if n else ''} |")
     if samples:
         lines += ["", "## Sample rows", ""]
         for row in samples[:2]:
-            lines += ["```json", json.dumps(row, ensure_ascii=False, indent=1)[:3000], "```"]
+            text = json.dumps(row, ensure_ascii=False, indent=1, default=str)[:3000]
+            fence = "`" * max(3, _longest_backtick_run(text) + 1)
+            lines += [f"{fence}json", text, fence]
     lines += ["", "## Use", "", "```python", "from datasets import load_dataset", "",
-              f'ds = load_dataset("{repo_id}")', "```", "", "## Citation", "", "```bibtex", CITATION, "```", ""]
-    return DatasetCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(lines))
+              f'ds = load_dataset("{repo_id}")', "```", "", "## Citation", "", "```bibtex", CITATION, "```"]
+    return "\n".join(lines)
+
+
+def _longest_backtick_run(text: str) -> int:
+    best = run = 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        best = max(best, run)
+    return best
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _is_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and " " not in name and not name.startswith((".", "/"))
 
 
 def _columns_note(columns: list[str] | None) -> str:
-    if columns and "augmented_texts" in columns:
+    if columns and "links" in columns:
         return ("One row per chain of texts synthesized over several rounds: `links` holds each text with its "
                 "`instruction_response_pairs` and whether it was prompted with its chain's history (`inherits`); "
                 "`augmented_texts` holds the templified pre-training texts, `template_modes` their layouts.")
@@ -113,24 +240,32 @@ def _columns_note(columns: list[str] | None) -> str:
             "`synthesizer_output` is the synthesizer's raw text.")
 
 
-def _stats_table(split_stats: dict[str, SynthesisStats], total: SynthesisStats) -> list[str]:
-    columns = list(split_stats) + (["total"] if len(split_stats) > 1 else [])
-    stats = [split_stats[s] for s in split_stats] + ([total] if len(split_stats) > 1 else [])
+def _stats_table(split_stats: dict[str, SynthesisStats], total: SynthesisStats,
+                 data_stats: dict[str, DataStats]) -> list[str]:
+    splits = sorted(data_stats)
+    columns = splits + (["total"] if len(splits) > 1 else [])
+    data_total = DataStats()
+    for d in data_stats.values():
+        for f in ("rows", "texts", "pairs", "rows_without_pairs", "question_chars", "answer_chars"):
+            setattr(data_total, f, getattr(data_total, f) + getattr(d, f))
+    data = [data_stats[s] for s in splits] + ([data_total] if len(splits) > 1 else [])
+    run = [split_stats.get(s, SynthesisStats()) for s in splits] + ([total] if len(splits) > 1 else [])
     rows = [
-        ("rows", lambda s: f"{s.rows:,}"),
-        ("pairs", lambda s: f"{s.pairs:,}"),
-        ("pairs per row", lambda s: f"{s.pairs / s.rows:.2f}" if s.rows else "0"),
-        ("rows without a pair", lambda s: f"{s.rows_without_pairs:,}"),
-        ("empty texts", lambda s: f"{s.rows_empty:,}"),
-        ("truncated prompts", lambda s: f"{s.rows_truncated:,}"),
-        ("skipped rows (invalid text)", lambda s: f"{s.rows_skipped:,}"),
-        ("duplicate questions removed", lambda s: f"{s.duplicate_questions:,}"),
-        ("prompt tokens", lambda s: f"{s.prompt_tokens:,}"),
-        ("generated tokens", lambda s: f"{s.generated_tokens:,}"),
-        ("pad fraction", lambda s: f"{s.pad_fraction:.1%}"),
-        ("generation time (s)", lambda s: f"{s.wall_time_s:,.1f}"),
-        ("generated tokens/s", lambda s: f"{s.generated_tokens_per_s:,.1f}"),
+        ("rows", lambda d, s: f"{d.rows:,}"),
+        ("texts", lambda d, s: f"{d.texts:,}"),
+        ("pairs", lambda d, s: f"{d.pairs:,}"),
+        ("pairs per text", lambda d, s: f"{d.pairs / d.texts:.2f}" if d.texts else "0"),
+        ("texts without a pair", lambda d, s: f"{d.rows_without_pairs:,}"),
+        ("mean question length (chars)", lambda d, s: f"{d.question_chars / d.pairs:.0f}" if d.pairs else "-"),
+        ("mean answer length (chars)", lambda d, s: f"{d.answer_chars / d.pairs:.0f}" if d.pairs else "-"),
+        ("empty texts *(run)*", lambda d, s: f"{s.rows_empty:,}"),
+        ("truncated prompts *(run)*", lambda d, s: f"{s.rows_truncated:,}"),
+        ("skipped rows, invalid text *(run)*", lambda d, s: f"{s.rows_skipped:,}"),
+        ("texts holding markup like `<s>` *(run)*", lambda d, s: f"{s.rows_with_markers:,}"),
+        ("duplicate questions removed *(run)*", lambda d, s: f"{s.duplicate_questions:,}"),
+        ("generated tokens *(run)*", lambda d, s: f"{s.generated_tokens:,}"),
+        ("generated tokens/s *(run)*", lambda d, s: f"{s.generated_tokens_per_s:,.1f}"),
     ]
     out = ["| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    out += [f"| {name} | " + " | ".join(fmt(s) for s in stats) + " |" for name, fmt in rows]
+    out += [f"| {name} | " + " | ".join(fmt(d, s) for d, s in zip(data, run)) + " |" for name, fmt in rows]
     return out

@@ -16,11 +16,45 @@ EXAMPLES = """examples:
 """
 
 
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {value}")
+    return value
+
+
+POSITIVE, NON_NEGATIVE = _count(1), _count(0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, as ``prog: error: …``, and exit code 2 (argparse's own)."""
+
+    def error(self, message: str):  # noqa: ANN201 - argparse's signature
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-instruct-synth",
+    parser = _Parser(prog="hf-instruct-synth",
                                      description="Instruction-augmented pre-training corpora (Instruction Pre-Training).",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s = sub.add_parser("synthesize", help="add synthesized instruction-response pairs to every row",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("input", metavar="INPUT",
@@ -32,25 +66,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     s.add_argument("--license", help="with --push-to-hub: the card's license (default: the source Hub dataset's)")
     s.add_argument("--split", help="split of INPUT to use (default: train, or the only one)")
+    s.add_argument("--subset", metavar="NAME", help="subset (configuration) of a Hub dataset, datasets' name=")
+    s.add_argument("--data-revision", metavar="REV", help="revision of a Hub dataset (branch, tag or commit); "
+                   "the commit it resolves to is recorded in the manifest and the card")
+    s.add_argument("--encoding", help="encoding of text files (.jsonl/.json/.csv/.txt; default utf-8)")
+    s.add_argument("--sample-by", choices=["line", "paragraph", "document"], default="paragraph",
+                   help=".txt input: one row per line, per paragraph (blank-line separated; default) or per file; "
+                        "blank rows are never made")
     s.add_argument("--text-column", default="text", help="column holding the raw texts (default: text)")
     s.add_argument("--model", default="instruction-pretrain/instruction-synthesizer",
                    help="Hub id or local folder of the synthesizer; 'demo' = the bundled tiny demo model "
                         "(default: %(default)s)")
     s.add_argument("--revision", help="model revision (branch, tag or commit)")
-    s.add_argument("--limit", type=int, metavar="N", help="use only the first N rows")
-    s.add_argument("--max-new-tokens", type=int, default=400, help="tokens generated per text (default: 400)")
-    s.add_argument("--max-model-len", type=int, default=4096, help="context length (default: 4096)")
-    s.add_argument("--max-batch-tokens", type=int,
+    s.add_argument("--limit", type=NON_NEGATIVE, metavar="N",
+                   help="use only the first N rows (a Hub dataset is streamed: only their files are fetched)")
+    s.add_argument("--max-new-tokens", type=POSITIVE, default=400, help="tokens generated per text (default: 400)")
+    s.add_argument("--max-model-len", type=POSITIVE, default=4096, help="context length (default: 4096)")
+    s.add_argument("--max-batch-tokens", type=POSITIVE,
                    help="token budget per sub-batch, rows x (longest prompt + max new tokens); default: from GPU memory")
-    s.add_argument("--max-pad-fraction", type=float, default=0.1,
+    s.add_argument("--max-pad-fraction", type=_fraction, default=0.1,
                    help="also cut a sub-batch where padding would pass this share of its prompt positions "
                         "(default 0.1; 1 = budget only)")
     s.add_argument("--engine", choices=["auto", "static", "continuous", "vllm"], default="auto",
                    help="generation back end: static length-sorted batches, transformers' continuous batching, "
                         "or vLLM (extra 'vllm'); auto = vLLM when it imports, else static (see benchmarks/RESULTS.md)")
-    s.add_argument("--batch-size", type=int, default=256, help="rows handed to the transform at once (default: 256)")
-    s.add_argument("--shard-rows", type=int, default=10_000, help="rows per output shard (default: 10000)")
-    s.add_argument("--rounds", type=int, default=1, metavar="M",
+    s.add_argument("--batch-size", type=POSITIVE, default=256, help="rows handed to the transform at once (default: 256)")
+    s.add_argument("--shard-rows", type=POSITIVE, default=10_000, help="rows per output shard (default: 10000)")
+    s.add_argument("--rounds", type=POSITIVE, default=1, metavar="M",
                    help="M-shot multi-round synthesis: chain texts in M rounds and templify each chain into "
                         "pre-training texts (column augmented_texts); default 1")
     s.add_argument("--seed", type=int, default=0, help="templify seed with --rounds (default: 0)")
@@ -58,24 +100,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a None or non-string text: stop with an error naming the row, or skip it (counted)")
     s.add_argument("--streaming", action="store_true",
                    help="stream INPUT instead of loading it whole (for corpora larger than the disk cache)")
-    s.add_argument("--num-gpus", type=int, default=1, metavar="N",
+    s.add_argument("--num-gpus", type=POSITIVE, default=1, metavar="N",
                    help="spread shards over N processes, process r on cuda:r (one model per GPU)")
-    s.add_argument("--ray-actors", type=int, metavar="N",
+    s.add_argument("--ray-actors", type=POSITIVE, metavar="N",
                    help="run on Ray Data with N synthesizer actors, one GPU each (extra 'ray'; connects to "
                         "RAY_ADDRESS when set, else starts a local Ray)")
-    s.add_argument("--overwrite", action="store_true", help="delete what DIR holds and start over")
+    s.add_argument("--overwrite", action="store_true",
+                   help="start over: remove an earlier run's own files from DIR (a folder holding anything "
+                        "else is refused)")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     s.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    p = sub.add_parser("push", help="publish a finished run's folder on the Hub (resumable; byte for byte)",
+                       description="Publish the shards of a finished run as a split of a Hub dataset, with a "
+                                   "generated card. Running it again resumes a push that failed.")
+    p.add_argument("output", metavar="DIR", help="the run's output folder (holds manifest.json)")
+    p.add_argument("repo_id", metavar="REPO_ID", help="the dataset repo, e.g. user/corpus-augmented")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--license", help="the card's license (default: the repo card's, else the source Hub dataset's)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args._argv = list(argv) if argv is not None else sys.argv[1:]
+    from .inputs import EmptyInputError
+
     try:
-        return _synthesize(args)
+        return _push(args) if args.command == "push" else _synthesize(args)
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        again = "the same command without --overwrite" if getattr(args, "overwrite", False) else "the same command"
+        print(f"interrupted; finished shards are kept: run {again} to resume", file=sys.stderr)
         return 130
+    except EmptyInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except Exception as err:  # noqa: BLE001 - one clear line for the user, traceback with --debug
         if args.debug:
             raise
@@ -88,8 +149,8 @@ def _synthesize(args: argparse.Namespace) -> int:
     import datasets
 
     from . import DEMO_MODEL
-    from .inputs import load_input
-    from .run import synthesize_to_dir
+    from .inputs import open_input
+    from .run import output_dir_for, run_to_dir
     from .synthesizer import InstructionSynthesizer
 
     datasets.disable_progress_bars()
@@ -100,11 +161,19 @@ def _synthesize(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()
     if not args.output and not args.push_to_hub:
         raise ValueError("say where the result goes: --output DIR and/or --push-to-hub REPO_ID")
-    output = args.output or str(Path(".hf-instruct-synth") / args.push_to_hub.replace("/", "__"))
-    license_ = _license(args) if args.push_to_hub else None  # before hours of generation, not after
-    ds = load_input(args.input, args.split, streaming=args.streaming)
-    if args.limit is not None:
-        ds = ds.take(args.limit) if args.streaming else ds.select(range(min(args.limit, len(ds))))
+    if args.ray_actors and args.streaming:
+        raise ValueError("--ray-actors reads the input itself: drop --streaming")
+    output = args.output or str(output_dir_for(args.push_to_hub))
+    license_ = None
+    if args.push_to_hub:  # before hours of generation, not after
+        from .hub import check_push_access
+
+        check_push_access(args.push_to_hub, private=args.private)
+        license_ = _license(args)
+    src = open_input(args.input, args.split, streaming=args.streaming, subset=args.subset,
+                     data_revision=args.data_revision, limit=args.limit, encoding=args.encoding,
+                     sample_by=args.sample_by)
+    ds = src.dataset
     model = DEMO_MODEL if args.model == "demo" else args.model
     synth = InstructionSynthesizer(model=model, revision=args.revision, text_column=args.text_column,
                                    max_new_tokens=args.max_new_tokens, max_model_len=args.max_model_len,
@@ -113,38 +182,78 @@ def _synthesize(args: argparse.Namespace) -> int:
     if ds.column_names is not None and args.text_column not in ds.column_names:
         raise ValueError(f"{args.input} has no column {args.text_column!r}; columns present: {ds.column_names}. "
                          "Pick one with --text-column")
-    start = time.perf_counter()
     split = args.split or "train"
+    about = {"generation": _generation(synth, args), "command": _command(argv_of(args)),
+             "source": {"input": args.input if _is_hub_id(args.input) else Path(args.input).name,
+                        "hub_dataset": args.input if _is_hub_id(args.input) else None, "subset": args.subset,
+                        "revision": src.hub_commit or args.data_revision, "split": split, "limit": args.limit}}
+    start = time.perf_counter()
     if args.ray_actors:
-        if args.streaming:
-            raise ValueError("--ray-actors reads the input itself: drop --streaming")
         from .ray import synthesize_with_ray
 
-        stats = synthesize_with_ray(ds, synth, output, split=split, shard_rows=args.shard_rows,
-                                    num_actors=args.ray_actors, batch_size=args.batch_size, rounds=args.rounds,
-                                    seed=args.seed, overwrite=args.overwrite)
+        outcome = synthesize_with_ray(ds, synth, output, split=split, shard_rows=args.shard_rows,
+                                      num_actors=args.ray_actors, batch_size=args.batch_size, rounds=args.rounds,
+                                      seed=args.seed, overwrite=args.overwrite, source_id=src.identity,
+                                      input_paths=tuple(src.paths), about=about, report=True)
     else:
-        stats = synthesize_to_dir(ds, synth, output, split=split, shard_rows=args.shard_rows,
-                                  batch_size=args.batch_size, overwrite=args.overwrite,
-                                  progress=not args.no_progress, rounds=args.rounds, seed=args.seed,
-                                  num_workers=args.num_gpus,
-                                  source=f"{args.input}:{split}:{args.limit}" if args.streaming else None)
-    elapsed = time.perf_counter() - start
-    per_row = stats.pairs / stats.rows if stats.rows else 0.0
-    print(f"done: {stats.rows} rows, {stats.pairs} pairs ({per_row:.1f}/row, {stats.rows_without_pairs} rows without), "
-          f"{stats.rows_truncated} truncated, {stats.rows_skipped} skipped, {stats.generated_tokens} tokens generated "
-          f"in {elapsed:.1f}s -> {output}")
+        outcome = run_to_dir(ds, synth, output, split=split, shard_rows=args.shard_rows,
+                             batch_size=args.batch_size, overwrite=args.overwrite,
+                             progress=not args.no_progress, rounds=args.rounds, seed=args.seed,
+                             num_workers=args.num_gpus, source=src.identity, input_paths=tuple(src.paths),
+                             about=about)
+    print(_summary(outcome, time.perf_counter() - start, output))
     if args.push_to_hub:
-        from .hub import push_augmented_to_hub
+        from .hub import PushError, push_output_dir
 
-        shards = sorted(str(p) for p in (Path(output) / "data").glob(f"{split}-*.parquet"))
-        result = datasets.load_dataset("parquet", data_files=shards, split="train")
-        url = push_augmented_to_hub(result, args.push_to_hub, private=args.private, split=split, stats=stats,
-                                    progress=not args.no_progress,
-                                    card_kwargs={"license": license_, "generation": _generation(synth, args),
-                                                 "source_dataset": args.input if _is_hub_id(args.input) else None})
-        print(f"pushed: {len(result)} rows to {args.push_to_hub} ({url})")
+        try:
+            url = push_output_dir(output, args.push_to_hub, private=args.private, license=license_,
+                                  progress=not args.no_progress)
+        except PushError as err:
+            raise PushError(f"{err} The results are safe in {output}; publish them with: hf-instruct-synth push "
+                            f"{output} {args.push_to_hub}" + (" --private" if args.private else "")) from None
+        print(f"pushed: {outcome.total.rows} rows to {args.push_to_hub} ({url})")
     return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .hub import check_push_access, push_output_dir
+    from .shards import read_manifest
+
+    manifest = read_manifest(args.output)
+    check_push_access(args.repo_id, private=args.private)
+    source = manifest.get("about", {}).get("source", {}).get("hub_dataset")
+    license_ = args.license or (_hub_license(source) if source else None)
+    url = push_output_dir(args.output, args.repo_id, private=args.private, license=license_,
+                          progress=not args.no_progress)
+    print(f"pushed: {manifest.get('rows', 0)} rows from {args.output} to {args.repo_id} ({url})")
+    return 0
+
+
+def _summary(outcome, elapsed: float, output: str) -> str:
+    total, now = outcome.total, outcome.this_run
+    per_row = total.pairs / total.rows if total.rows else 0.0
+    whole = (f"{total.rows} rows, {total.pairs} pairs ({per_row:.1f}/row, {total.rows_without_pairs} rows without), "
+             f"{total.rows_truncated} truncated, {total.rows_skipped} skipped")
+    if outcome.shards_written == 0 and outcome.shards_before:
+        return f"already complete: {whole} -> {output} (nothing generated)"
+    this = f"{now.generated_tokens} tokens generated in {elapsed:.1f}s"
+    if outcome.shards_before:
+        return (f"done: resumed; this run {now.rows} rows in {outcome.shards_written} shards, {this}; "
+                f"whole job {whole} -> {output}")
+    return f"done: {whole}, {this} -> {output}"
+
+
+def argv_of(args: argparse.Namespace) -> list[str]:
+    return getattr(args, "_argv", None) or sys.argv[1:]
+
+
+def _command(argv: list[str]) -> str:
+    """The command as typed, for the card and the manifest: anyone can reproduce the run with it."""
+    import shlex
+
+    # local paths are shown by their last part: a card never publishes a machine's folders
+    shown = [Path(a).name if "/" in a and Path(a).exists() else a for a in argv]
+    return "hf-instruct-synth " + shlex.join(shown)
 
 
 def _generation(synth, args: argparse.Namespace) -> dict:
@@ -160,18 +269,22 @@ def _is_hub_id(spec: str) -> bool:
     return not Path(spec).exists() and spec.count("/") == 1 and not Path(spec).suffix
 
 
+def _hub_license(dataset: str) -> str | None:
+    from huggingface_hub import HfApi
+
+    try:
+        found = (HfApi().dataset_info(dataset, timeout=10).card_data or {}).get("license")
+    except Exception:  # noqa: BLE001 - unknown is handled by the caller
+        return None
+    return (found if isinstance(found, str) else found[0]) if found else None
+
+
 def _license(args: argparse.Namespace) -> str:
     if args.license:
         return args.license
-    if _is_hub_id(args.input):
-        from huggingface_hub import HfApi
-
-        try:
-            found = (HfApi().dataset_info(args.input).card_data or {}).get("license")
-        except Exception:  # noqa: BLE001 - unknown is handled below
-            found = None
-        if found:
-            return found if isinstance(found, str) else found[0]
+    found = _hub_license(args.input) if _is_hub_id(args.input) else None
+    if found:
+        return found
     print("warning: the source's license is unknown; the card will say 'other' until you pass --license "
           "(e.g. the source data's license)", file=sys.stderr)
     return "other"

@@ -22,6 +22,9 @@ QUE = "<QUE>"
 ANS = "<ANS>"
 END = "</END>"
 
+#: Strings that are control tokens or wire-format tags; inside a text they stay plain characters.
+MARKERS = (BOS, EOS, "<pad>", "<unk>", CON_OPEN, CON_CLOSE, QUE, ANS, END)
+
 #: What follows the text in every prompt; truncation keeps it whole.
 PROMPT_TAIL = f" {CON_CLOSE}\n\n"
 PROMPT_HEAD = f"{BOS} {CON_OPEN} "

@@ -102,7 +102,8 @@ def identity(obj: Any, revision: str | None = None) -> str:
     """A short, stable name for a model or tokenizer that costs no model load.
 
     - a local folder: a digest of its files' names, sizes and first/last 64 KiB;
-    - a Hub id: the id and revision (the cached commit of ``main`` when there is one);
+    - a Hub id: the id and the revision asked for (``main`` by default); the run's manifest
+      records the commit it resolved to (:func:`resolve_commit`);
     - a loaded model: its name, config and a sample of every weight tensor;
     - a loaded tokenizer: its name and full serialized vocabulary.
     """
@@ -110,7 +111,7 @@ def identity(obj: Any, revision: str | None = None) -> str:
         path = Path(obj)
         if path.is_dir():
             return "dir:" + _folder_digest(path)
-        return f"hub:{obj}@{revision or _cached_main_commit(str(obj)) or 'main'}"
+        return f"hub:{obj}@{revision or 'main'}"  # never the cache's state: a name means the same before and after a download
     try:
         import torch
         from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -147,10 +148,40 @@ def _folder_digest(path: Path) -> str:
     return h.hexdigest()[:24]
 
 
-def _cached_main_commit(repo_id: str) -> str | None:
-    try:
-        from huggingface_hub.constants import HF_HUB_CACHE
-    except ImportError:  # pragma: no cover
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set now."""
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def resolve_commit(model: Any, revision: str | None) -> str | None:
+    """The commit a Hub model name and revision point to, or ``None`` for folders, objects, or when unknown.
+
+    A 40-hex revision is a commit already. Otherwise the local cache's ref is used when the
+    model was downloaded before, else the Hub is asked (quickly: an offline machine gets
+    ``None``, and loading then fails with its own clear error).
+
+    Example:
+        >>> resolve_commit("/no/such/folder/but/a/path", None) is None
+        True
+    """
+    import re
+
+    if not isinstance(model, (str, os.PathLike)) or Path(model).exists() or str(model).startswith(("/", ".")):
         return None
-    ref = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
-    return ref.read_text().strip() if ref.is_file() else None
+    name, rev = str(model), revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", rev):
+        return rev
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    ref = Path(HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "refs" / rev
+    if ref.is_file():
+        return ref.read_text().strip()
+    if hub_offline():
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().model_info(name, revision=rev, timeout=10).sha
+    except Exception:  # noqa: BLE001 - unknown here; loading names the real problem
+        return None

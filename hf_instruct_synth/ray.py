@@ -16,7 +16,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from .run import _finished, _prepare, _write_shard, finalize, job_record
+from .run import RunOutcome, ShardWriter, hardware, job_record, output_features
+from .shards import ShardStore
 from .stats import SynthesisStats
 from .synthesizer import InstructionSynthesizer
 
@@ -24,9 +25,9 @@ from .synthesizer import InstructionSynthesizer
 class _SynthesizerActor:
     """Holds one loaded synthesizer (Ray gives the actor its GPU as ``cuda:0``) and writes shards."""
 
-    def __init__(self, work: dict[str, Any], source: Any):
+    def __init__(self, work: ShardWriter, source: Any):
         self.work, self.source = work, source
-        work["synthesizer"]._load()
+        work.synthesizer.load()
 
     def __call__(self, batch: dict) -> dict:
         import datasets
@@ -38,7 +39,7 @@ class _SynthesizerActor:
                 rows = datasets.Dataset(pq.read_table(str(path)))
             else:
                 rows = self.source.select(range(int(start), int(stop)))
-            _write_shard(rows, int(unit), int(start), self.work)
+            self.work.write(rows, int(unit), int(start))
             rows_done.append(len(rows))
         return {"unit": list(batch["unit"]), "rows": rows_done}
 
@@ -57,12 +58,18 @@ def synthesize_with_ray(
     rounds: int = 1,
     seed: int = 0,
     overwrite: bool = False,
-) -> SynthesisStats:
+    source_id: str | None = None,
+    input_paths: tuple[str, ...] = (),
+    about: dict | None = None,
+    report: bool = False,
+) -> SynthesisStats | RunOutcome:
     """Run the job on Ray: ``source`` is a ``datasets.Dataset``, a parquet file, a folder of them, or a list of files.
 
     ``num_actors`` synthesizer actors run at once, each with ``num_gpus_per_actor`` GPUs
     (default: 1 when the Ray cluster has GPUs, else 0). Connect to a cluster first with
-    ``ray.init(address="auto")``; without it Ray starts a local instance.
+    ``ray.init(address="auto")``; without it Ray starts a local instance. The output
+    folder is a :class:`~hf_instruct_synth.shards.ShardStore`, locked by this driver;
+    ``source_id`` replaces the input's identity; ``report=True`` returns a ``RunOutcome``.
 
     Example:
         >>> import ray; ray.init(address="auto")  # doctest: +SKIP
@@ -72,45 +79,77 @@ def synthesize_with_ray(
     import pyarrow.parquet as pq
     import ray
 
-    units, fingerprint, dataset = _units(source, shard_rows, pq)
-    job = job_record(synthesizer, fingerprint, split=split, shard_rows=shard_rows,
+    for name, value in {"shard_rows": shard_rows, "num_actors": num_actors, "batch_size": batch_size,
+                        "rounds": rounds}.items():
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    units, fingerprint, dataset, schema = _units(source, shard_rows, pq)
+    job = job_record(synthesizer, source_id or fingerprint, split=split, shard_rows=shard_rows,
                      rows=units[-1]["stop"] if units else 0, rounds=rounds, seed=seed)
-    out = Path(output_dir)
-    _prepare(out, job, overwrite)
-    done = _finished(out, split)
-    todo = [u for u in units if u["unit"] not in done]
-    if todo:
-        if not ray.is_initialized():
-            ray.init()
-        if num_gpus_per_actor is None:
-            num_gpus_per_actor = 1 if ray.cluster_resources().get("GPU", 0) else 0
-        work = {"synthesizer": synthesizer, "out": str(out), "split": split, "batch_size": batch_size,
-                "rounds": rounds, "seed": seed}
-        pipeline = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
-            _SynthesizerActor, fn_constructor_kwargs={"work": work, "source": dataset}, batch_size=1,
-            concurrency=max(1, min(num_actors, len(todo))), num_gpus=num_gpus_per_actor, num_cpus=num_cpus_per_actor)
-        written = pipeline.take_all()
-        assert sorted(r["unit"] for r in written) == sorted(u["unit"] for u in todo)
-    return finalize(out, split, expected_shards=len(units))
+    if dataset is not None:
+        schema = output_features(dataset.features, synthesizer, rounds).arrow_schema
+    elif rounds > 1:
+        schema = output_features(None, synthesizer, rounds).arrow_schema
+    else:
+        import datasets
+
+        schema = output_features(datasets.Features.from_arrow_schema(schema), synthesizer, rounds).arrow_schema
+    store = ShardStore(output_dir, job, split=split, schema=schema,
+                       input_paths=tuple(input_paths) or tuple(u["path"] for u in units if u["path"]),
+                       about=about or {"generation": synthesizer.settings()})
+    with store.open(overwrite=overwrite):
+        synthesizer.pin_revision(store.job.get("model_commit"))
+        done = store.verify()
+        before = set(done)
+        todo = [u for u in units if u["unit"] not in done]
+        if todo:
+            if not ray.is_initialized():
+                ray.init()
+            if num_gpus_per_actor is None:
+                num_gpus_per_actor = 1 if ray.cluster_resources().get("GPU", 0) else 0
+            work = ShardWriter(synthesizer, store, batch_size, rounds, seed)
+            pipeline = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
+                _SynthesizerActor, fn_constructor_kwargs={"work": work, "source": dataset}, batch_size=1,
+                concurrency=max(1, min(num_actors, len(todo))), num_gpus=num_gpus_per_actor,
+                num_cpus=num_cpus_per_actor)
+            written = pipeline.take_all()
+            if sorted(r["unit"] for r in written) != sorted(u["unit"] for u in todo):
+                raise RuntimeError("Ray returned other units than it was given; re-run the same command to resume")
+        total = store.finalize(expected_shards=len(units), about={"hardware": hardware()})
+        outcome = RunOutcome.of(store, total, before, expected=len(units))
+    return outcome if report else total
 
 
-def _units(source: Any, shard_rows: int, pq) -> tuple[list[dict], str, Any]:
-    """Units of work, a fingerprint of the input, and the dataset the actors read rows from (or None)."""
+def _units(source: Any, shard_rows: int, pq) -> tuple[list[dict], str, Any, Any]:
+    """Units of work, a fingerprint of the input, the dataset the actors read rows from (or None),
+    and the input files' unified schema (or None)."""
     import datasets
 
     if isinstance(source, datasets.Dataset):
         starts = range(0, len(source), shard_rows)
         units = [{"unit": i, "path": "", "start": s, "stop": min(s + shard_rows, len(source))}
                  for i, s in enumerate(starts)]
-        return units, source._fingerprint, source
+        return units, source._fingerprint, source, None
     paths = [Path(p) for p in ([source] if isinstance(source, (str, Path)) else source)]
     files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*.parquet")))
     if not files:
         raise ValueError(f"no parquet files in {source}")
-    units, start, h = [], 0, hashlib.sha256()
+    import pyarrow as pa
+
+    units, start, h, schemas = [], 0, hashlib.sha256(), []
     for i, f in enumerate(files):
-        n = pq.ParquetFile(f).metadata.num_rows
+        meta = pq.ParquetFile(f)
+        n = meta.metadata.num_rows
+        schemas.append(meta.schema_arrow)
         units.append({"unit": i, "path": str(f), "start": start, "stop": start + n})
-        h.update(f"{f}:{f.stat().st_size}:{n}".encode())
+        h.update(f"{f.name}:{f.stat().st_size}:{n}:".encode())
+        with open(f, "rb") as fh:  # content, not names or times: a copied corpus is the same input
+            h.update(fh.read(1 << 20))
+            fh.seek(max(0, f.stat().st_size - (1 << 20)))
+            h.update(fh.read())
         start += n
-    return units, h.hexdigest()[:24], None
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise ValueError(f"the input files' columns disagree ({err}); give every file one schema") from None
+    return units, h.hexdigest()[:24], None, schema

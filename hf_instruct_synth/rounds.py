@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import time
 
-from .format import build_prompt, cook_training_text
 from .synthesizer import InstructionSynthesizer
 from .templify import templify_version, templify_with_modes
 
@@ -58,8 +57,8 @@ def synthesize_rounds(dataset, synthesizer: InstructionSynthesizer, rounds: int 
     valid = set(synth._valid_rows(texts, list(range(row_offset, row_offset + len(texts)))))
     limit = synth.max_model_len - synth.max_new_tokens
     if valid:
-        synth._load()
-    history = [""] * len(chains)  # what the next link of each chain would be prompted with
+        synth.load()
+    history: list[list] = [[] for _ in chains]  # (text, pairs) links the next link of each chain follows
     links: list[list[dict]] = [[] for _ in chains]
     for r in range(rounds):
         members = [(c, chain[r]) for c, chain in enumerate(chains) if r < len(chain)]
@@ -69,25 +68,25 @@ def synthesize_rounds(dataset, synthesizer: InstructionSynthesizer, rounds: int 
                     "synthesizer_output": "", "inherits": False}
             links[c].append(link)
             if row not in valid:
-                history[c] = ""
+                history[c] = []
                 continue
             ids = None
             if history[c]:
-                ids, _ = synth._encode(history[c] + build_prompt(texts[row]))
+                ids = synth.encode_prompt(texts[row], history[c])
                 if len(ids) > limit:
-                    ids, history[c] = None, ""  # does not fit: start fresh
+                    ids, history[c] = None, []  # does not fit: start fresh
                 else:
                     link["inherits"] = True
             if ids is None:
-                ids = synth._fit(texts[row], f"row {row + row_offset}")
+                ids = synth.fit_prompt(texts[row], f"row {row + row_offset}")
             prompts.append(ids)
             todo.append(c)
         outputs, pairs = synth._generate(prompts) if prompts else ([], [])
         for c, out, row_pairs in zip(todo, outputs, pairs):
             link = links[c][-1]
             link["synthesizer_output"], link["instruction_response_pairs"] = out, row_pairs
-            prefix = history[c] if link["inherits"] else ""
-            history[c] = prefix + cook_training_text(link["text"], row_pairs) if row_pairs else ""
+            prefix = history[c] if link["inherits"] else []
+            history[c] = [*prefix, (link["text"], row_pairs)] if row_pairs else []
         synth._count_rows([links[c][-1]["instruction_response_pairs"] for c, _ in members], generated=len(prompts))
     synth.stats.wall_time_s += time.perf_counter() - start
     columns: dict[str, list] = {"chain_id": [row_offset + c for c in range(len(chains))],
@@ -99,14 +98,18 @@ def synthesize_rounds(dataset, synthesizer: InstructionSynthesizer, rounds: int 
         columns["template_modes"] = [[t["mode"] + ("+inverted" if t["inverted"] else "") for t in r] for r in rendered]
         columns["templify_version"] = [templify_version()] * len(chains)
         columns["templify_seed"] = [seed] * len(chains)
+    return Dataset.from_dict(columns, features=chain_features(templify))
+
+
+def chain_features(templify: bool = True):
+    """The ``datasets.Features`` of a rounds output: one row per chain."""
     from datasets import Features, List, Value
 
     pair = {"instruction": Value("string"), "response": Value("string")}
-    features = Features({
+    return Features({
         "chain_id": Value("int64"), "rows": List(Value("int64")),
         "links": List({"text": Value("string"), "instruction_response_pairs": List(pair),
                        "synthesizer_output": Value("string"), "inherits": Value("bool")}),
         **({"augmented_texts": List(Value("string")), "template_modes": List(Value("string")),
             "templify_version": Value("string"), "templify_seed": Value("int64")} if templify else {}),
     })
-    return Dataset.from_dict(columns, features=features)

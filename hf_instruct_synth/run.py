@@ -1,48 +1,56 @@
-"""The main job: a dataset in, parquet shards and ``stats.json`` out; resumable.
+"""The main job, one machine: a dataset in, a verified shard folder out; resumable.
 
-Rows are processed in shards of ``shard_rows``. Each finished shard is written atomically
-(temporary file, then rename) as ``DIR/data/{split}-{index:05d}.parquet``, followed by its
-sidecar ``.json`` (row range and the transform's counters): a shard is done when its
-sidecar exists. ``DIR/manifest.json`` records the job (input fingerprint, parameters);
-re-running the same job continues with the missing shards, a job with other input or
-parameters is refused unless ``overwrite``. Shards can be spread over several worker
-processes (one model each, ``cuda:{rank}``), and a streamed ``IterableDataset`` is cut
-into shards by row count.
+A thin driver over :class:`~hf_instruct_synth.shards.ShardStore`, which owns the folder
+(plan, lock, atomic verified shards, manifest, resume). Rows are processed in shards of
+``shard_rows``, in this process, in several worker processes (one model each,
+``cuda:{rank}``), or from a stream cut by row count.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import time
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import __version__
+from .shards import OutputDirError, ShardStore  # noqa: F401  (OutputDirError: re-exported for callers)
 from .stats import SynthesisStats
 from .synthesizer import InstructionSynthesizer
 
-MANIFEST = "manifest.json"
-_JOB_WORDS = {"rounds": "number of rounds", "templify_seed": "seed", "input": "input data",
-              "synthesizer": "model or generation parameters", "rows": "row count (--limit)",
-              "shard_rows": "shard size", "text_column": "text column", "package_version": "package version"}
+
+@dataclass
+class RunOutcome:
+    """What a run did: the whole job's counters, this run's share, and what it found on disk."""
+
+    total: SynthesisStats
+    this_run: SynthesisStats
+    shards_written: int
+    shards_before: int
+    complete: bool
+    repaired: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, store: ShardStore, total: SynthesisStats, before: set[int], expected: int | None) -> RunOutcome:
+        """The outcome of a run over ``store``, whose shards ``before`` were finished when it began."""
+        finished = store.finished()
+        this_run = SynthesisStats()
+        for i, info in finished.items():
+            if i not in before:
+                this_run.merge(SynthesisStats.from_dict(info.stats))
+        return cls(total=total, this_run=this_run, shards_written=len(set(finished) - before),
+                   shards_before=len(before), complete=expected is None or len(finished) == expected,
+                   repaired=list(store.repaired), removed=list(store.removed))
 
 
-class OutputDirError(ValueError):
-    """The output folder holds something this job must not overwrite or cannot resume."""
-
-
-def synthesize_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: str | os.PathLike, *,
-                      split: str = "train", shard_rows: int = 10_000, batch_size: int = 256,
-                      overwrite: bool = False, progress: bool = True, rounds: int = 1, seed: int = 0,
-                      num_workers: int = 1, source: str | None = None) -> SynthesisStats:
+def synthesize_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: str | os.PathLike, **kwargs: Any
+                      ) -> SynthesisStats:
     """Run ``synthesizer`` over ``dataset`` into ``output_dir``; return the counters merged over shards.
 
-    ``dataset`` is a ``Dataset`` or an ``IterableDataset`` (streamed; then pass ``source``,
-    a stable name of the input, for resuming). ``num_workers`` > 1 spreads shards over
-    that many processes, worker ``r`` on ``cuda:{r}`` (one per GPU). With ``rounds`` > 1,
-    each shard's rows are chained M-shot (:mod:`~hf_instruct_synth.rounds`) and the shard
-    holds one row per chain, with templified ``augmented_texts``.
+    Takes the arguments of :func:`run_to_dir`, which also says what this run did.
 
     Example:
         >>> from hf_instruct_synth import DEMO_MODEL, InstructionSynthesizer
@@ -50,45 +58,111 @@ def synthesize_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: 
         >>> stats = synthesize_to_dir(load_input("examples/data/paragraphs.jsonl"),
         ...                           InstructionSynthesizer(model=DEMO_MODEL), "out/")  # doctest: +SKIP
     """
+    return run_to_dir(dataset, synthesizer, output_dir, **kwargs).total
+
+
+def run_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: str | os.PathLike, *,
+               split: str = "train", shard_rows: int = 10_000, batch_size: int = 256, overwrite: bool = False,
+               progress: bool = True, rounds: int = 1, seed: int = 0, num_workers: int = 1,
+               source: str | None = None, input_paths: tuple[str, ...] = (), about: dict | None = None,
+               log: Callable[[str], None] | None = None) -> RunOutcome:
+    """Run the job into ``output_dir`` and report what this run did.
+
+    ``dataset`` is a ``Dataset`` or an ``IterableDataset`` (streamed; then pass ``source``,
+    a stable name of the input, for resuming). ``source`` also replaces the dataset's
+    fingerprint as the input's identity when given (the CLI passes a content digest of
+    local files). ``num_workers`` > 1 spreads shards over that many processes, worker
+    ``r`` on ``cuda:{r}``. With ``rounds`` > 1 each shard's rows are chained M-shot
+    (:mod:`~hf_instruct_synth.rounds`). ``input_paths``: local files the run reads (an
+    output folder holding one is refused). ``about`` is recorded in the manifest for the
+    card and for reproducing the run (default: the synthesizer's settings). ``log`` receives one line per notable event
+    (damaged shards found, files removed); default: standard error.
+
+    Example:
+        >>> outcome = run_to_dir(ds, synth, "out/", shard_rows=1000)  # doctest: +SKIP
+        >>> outcome.shards_written, outcome.total.rows  # doctest: +SKIP
+        (3, 3000)
+    """
     from datasets import IterableDataset
     from tqdm.auto import tqdm
 
-    out = Path(output_dir)
+    check_positive(shard_rows=shard_rows, batch_size=batch_size, rounds=rounds, num_workers=num_workers)
+    log = log or (lambda line: print(line, file=sys.stderr))
     streaming = isinstance(dataset, IterableDataset)
     if streaming and source is None:
         raise ValueError("a streamed dataset has no fingerprint: pass source=<a stable name of the input>")
-    job = job_record(synthesizer, source if streaming else dataset._fingerprint, split=split,
-                     shard_rows=shard_rows, rows=None if streaming else len(dataset), rounds=rounds, seed=seed)
-    _prepare(out, job, overwrite)
-    work = {"synthesizer": synthesizer, "out": str(out), "split": split, "batch_size": batch_size,
-            "rounds": rounds, "seed": seed}
-    done = _finished(out, split)
     total_rows = None if streaming else len(dataset)
-    bar = tqdm(total=total_rows, unit="row", desc="Synthesizing", disable=not progress, dynamic_ncols=True)
-    bar.update(sum(s["stop"] - s["start"] for s in done.values()))
-    if streaming:
-        _run_stream(dataset, shard_rows, done, work, bar)
-    else:
-        starts = list(range(0, len(dataset), shard_rows))
-        todo = [(i, s, min(s + shard_rows, len(dataset))) for i, s in enumerate(starts) if i not in done]
-        if num_workers > 1 and len(todo) > 1:
-            _run_parallel(dataset, todo, num_workers, work, out, bar)
-        elif todo:
-            synthesizer._load()  # fail on a bad model before the first shard, not inside it
-            for index, start, stop in todo:
-                _write_shard(dataset.select(range(start, stop)), index, start, work)
-                bar.update(stop - start)
-    bar.close()
-    return finalize(out, split, expected_shards=None if streaming else len(range(0, len(dataset), shard_rows)))
+    job = job_record(synthesizer, source or dataset._fingerprint, split=split, shard_rows=shard_rows,
+                     rows=total_rows, rounds=rounds, seed=seed)
+    features = None if streaming and dataset.features is None else output_features(dataset.features, synthesizer,
+                                                                                    rounds)
+    store = ShardStore(output_dir, job, split=split, input_paths=input_paths,
+                       schema=features.arrow_schema if features is not None else None,
+                       about=about or {"generation": synthesizer.settings()})
+    with store.open(overwrite=overwrite):
+        if store.removed:
+            shards = sum(r.endswith(".parquet") for r in store.removed)
+            log(f"overwrite: removed the earlier run's {len(store.removed)} files ({shards} shards, their "
+                f"sidecars, manifest, stats) from {output_dir}")
+        synthesizer.pin_revision(store.job.get("model_commit"))
+        before = set(store.verify(shard_rows, total_rows))
+        for line in store.repaired:
+            log(line)
+        work = ShardWriter(synthesizer, store, batch_size, rounds, seed)
+        bar = tqdm(total=total_rows, unit="row", desc="Synthesizing", disable=not progress, dynamic_ncols=True)
+        bar.update(sum(s.stop - s.start for i, s in store.finished().items()))
+        if streaming:
+            _run_stream(dataset, shard_rows, before, work, bar)
+        else:
+            todo = store.todo(total_rows, shard_rows)
+            if num_workers > 1 and len(todo) > 1:
+                _run_parallel(dataset, todo, num_workers, work, bar)
+            elif todo:
+                synthesizer.load()  # fail on a bad model before the first shard, not inside it
+                for index, start, stop in todo:
+                    work.write(dataset.select(range(start, stop)), index, start)
+                    bar.update(stop - start)
+        bar.close()
+        expected = None if streaming else len(range(0, total_rows, shard_rows))
+        total = store.finalize(expected_shards=expected, about={"hardware": hardware()})
+        return RunOutcome.of(store, total, before, expected)
+
+
+def hardware() -> str:
+    """What the run ran on, for the card: the GPU model when one was used, else ``CPU``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return "CPU"
+
+
+def check_positive(**values: int | None) -> None:
+    """Raise a ``ValueError`` naming the first argument below 1.
+
+    Example:
+        >>> check_positive(shard_rows=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: shard_rows must be at least 1, got 0
+    """
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 def job_record(synthesizer: InstructionSynthesizer, input_id: str | None, *, split: str, shard_rows: int,
                rows: int | None, rounds: int, seed: int) -> dict:
-    """What identifies a job: a re-run with the same record resumes, another one is refused."""
+    """What identifies a job: a re-run with the same record resumes, another one is refused.
+
+    ``model_commit`` (the Hub commit the model name resolved to) is recorded too, but
+    only on the first run: a resume loads that commit, whatever ``main`` points to then.
+    """
     return {
         "package_version": __version__,
         "input": input_id,
         "synthesizer": synthesizer.fingerprint(),
+        "model_commit": synthesizer.resolve_commit(),
         "text_column": synthesizer.text_column,
         "split": split,
         "shard_rows": shard_rows,
@@ -98,73 +172,84 @@ def job_record(synthesizer: InstructionSynthesizer, input_id: str | None, *, spl
     }
 
 
-def finalize(out: Path, split: str, expected_shards: int | None) -> SynthesisStats:
-    """Merge the finished shards' counters into ``stats.json`` and mark the manifest; return them."""
-    finished = _finished(out, split)
-    total = SynthesisStats()
-    for shard in finished.values():
-        total.merge(SynthesisStats.from_dict(shard["stats"]))
-    manifest = json.loads((out / MANIFEST).read_text())
-    manifest["shards"] = len(finished)
-    manifest["complete"] = expected_shards is None or len(finished) == expected_shards
-    _write_json(out / MANIFEST, manifest)
-    _write_json(out / "stats.json", total.to_dict())
-    return total
+def output_features(input_features, synthesizer: InstructionSynthesizer, rounds: int):
+    """The ``datasets.Features`` of every shard: the input's columns and ours (or the chains' with rounds)."""
+    from datasets import Features
+
+    from .rounds import chain_features
+    from .synthesizer import OUTPUT_FEATURES
+
+    if rounds > 1:
+        return chain_features()
+    features = dict(input_features or {})
+    text = features.get(synthesizer.text_column)
+    if text is not None and getattr(text, "dtype", None) not in ("string", "large_string"):
+        features[synthesizer.text_column] = OUTPUT_FEATURES["synthesizer_output"]  # decoded to strings by us
+    return Features({**features, **OUTPUT_FEATURES})
 
 
-def _write_shard(rows, index: int, start: int, work: dict) -> None:
-    """Synthesize one shard (a ``Dataset``) and write its parquet file, then its sidecar."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+@dataclass
+class ShardWriter:
+    """Writes shards: the transform, the store and the job's parameters (pickled to workers and actors)."""
 
-    synth: InstructionSynthesizer = work["synthesizer"]
-    before = SynthesisStats().merge(synth.stats)
-    if work["rounds"] > 1:
-        from .rounds import synthesize_rounds
+    synthesizer: InstructionSynthesizer
+    store: ShardStore
+    batch_size: int
+    rounds: int
+    seed: int
+    worker: int = 0
 
-        table = synthesize_rounds(rows, synth, work["rounds"], seed=work["seed"], row_offset=start).data.table
-    else:
-        tables = []
-        for offset in range(0, len(rows), work["batch_size"]):
-            span = list(range(offset, min(offset + work["batch_size"], len(rows))))
-            table = rows.select(span).with_format("arrow")[:]
-            col = synth.text_column
-            batch = {col: table.column(col).to_pylist()} if col in table.column_names else table.to_pydict()
-            result = synth(batch, [start + i for i in span])  # the indices name rows in error messages
-            for name, values in result.items():
-                table = table.append_column(name, pa.array(values))
-            tables.append(table)
-        table = pa.concat_tables(tables)
-    out, base = Path(work["out"]), f"data/{work['split']}-{index:05d}"
-    tmp = out / f"{base}.parquet.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, out / f"{base}.parquet")
-    _write_json(out / f"{base}.json", {"index": index, "start": start, "stop": start + len(rows),
-                                       "file": f"{base}.parquet", "worker": work.get("worker", 0),
-                                       "stats": _diff(synth.stats, before).to_dict()})
+    def write(self, rows, index: int, start: int) -> None:
+        """Synthesize one shard (a ``Dataset``) and hand its table to the store."""
+        import pyarrow as pa
+
+        synth = self.synthesizer
+        before = SynthesisStats().merge(synth.stats)
+        if self.rounds > 1:
+            from .rounds import synthesize_rounds
+
+            table = synthesize_rounds(rows, synth, self.rounds, seed=self.seed, row_offset=start).data.table
+        else:
+            from .inputs import as_text
+
+            col, tables = synth.text_column, []
+            for offset in range(0, len(rows), self.batch_size):
+                part = rows.select(range(offset, min(offset + self.batch_size, len(rows))))
+                table = part.with_format("arrow")[:]
+                # the python view decodes what Arrow stores (a Json-typed column holds JSON text)
+                batch = part.select_columns([col])[:] if col in part.column_names else {}
+                result = synth(batch, list(range(start + offset, start + offset + len(part))))
+                if col in table.column_names:  # the texts as strings; a bad row's value becomes null
+                    table = table.set_column(table.column_names.index(col), col,
+                                             pa.array([as_text(t) for t in batch[col]], pa.string()))
+                for name, values in result.items():
+                    table = table.append_column(name, pa.array(values))
+                tables.append(table)
+            table = pa.concat_tables(tables, promote_options="permissive")
+        self.store.write(index, start, table, _diff(synth.stats, before), input_rows=len(rows), worker=self.worker)
 
 
-def _run_stream(dataset, shard_rows: int, done: dict, work: dict, bar) -> None:
+def _run_stream(dataset, shard_rows: int, done: set[int], work: ShardWriter, bar) -> None:
+    """Cut the stream into shards by row count; rows of finished shards are read past, not generated."""
     from datasets import Dataset
 
     prefix = 0
-    while prefix in done:  # one worker writes a stream's shards in order: the finished ones are a prefix
+    while prefix in done:
         prefix += 1
-    skip = prefix * shard_rows
-    stream = dataset.skip(skip) if skip else dataset
-    index, start, buffer = skip // shard_rows, skip, []
-    loaded = False
+    stream = dataset.skip(prefix * shard_rows) if prefix else dataset
+    index, buffer, loaded = prefix, [], False
 
-    def flush():
-        nonlocal index, start, buffer
-        _write_shard(Dataset.from_list(buffer), index, start, work)
-        bar.update(len(buffer))
-        index, start, buffer = index + 1, start + len(buffer), []
+    def flush() -> None:
+        nonlocal index, buffer, loaded
+        if index not in done:
+            if not loaded:
+                work.synthesizer.load()
+                loaded = True
+            work.write(Dataset.from_list(buffer, features=dataset.features), index, index * shard_rows)
+            bar.update(len(buffer))
+        index, buffer = index + 1, []
 
     for row in stream:
-        if not loaded:
-            work["synthesizer"]._load()
-            loaded = True
         buffer.append(row)
         if len(buffer) == shard_rows:
             flush()
@@ -175,67 +260,42 @@ def _run_stream(dataset, shard_rows: int, done: dict, work: dict, bar) -> None:
 def _worker(args: tuple) -> int:
     """One process of a multi-worker run: its own model on ``cuda:{rank}``, its share of shards."""
     dataset, shards, rank, work = args
-    work = {**work, "worker": rank}
-    synth: InstructionSynthesizer = work["synthesizer"]
-    synth._load(rank)
+    work.worker = rank
+    work.synthesizer.load(rank)
     for index, start, stop in shards:
-        _write_shard(dataset.select(range(start, stop)), index, start, work)
+        work.write(dataset.select(range(start, stop)), index, start)
     return len(shards)
 
 
-def _run_parallel(dataset, todo: list, num_workers: int, work: dict, out: Path, bar) -> None:
+def _run_parallel(dataset, todo: list, num_workers: int, work: ShardWriter, bar) -> None:
     import multiprocess
 
     ctx = multiprocess.get_context("spawn")  # CUDA cannot be used in forked processes
     shares = [(dataset, todo[r::num_workers], r, work) for r in range(min(num_workers, len(todo)))]
-    seen = set(_finished(out, work["split"]))
+    seen = set(work.store.finished())
     with ctx.Pool(len(shares)) as pool:
         result = pool.map_async(_worker, shares)
         while not result.ready():
             result.wait(0.5)
-            now = _finished(out, work["split"])
-            bar.update(sum(s["stop"] - s["start"] for i, s in now.items() if i not in seen))
+            now = work.store.finished()
+            bar.update(sum(s.stop - s.start for i, s in now.items() if i not in seen))
             seen |= set(now)
         result.get()  # re-raises a worker's error
 
 
-def _finished(out: Path, split: str) -> dict[int, dict]:
-    found = {}
-    for f in sorted((out / "data").glob(f"{split}-*.json")):
-        shard = json.loads(f.read_text())
-        if (out / shard["file"]).exists():
-            found[shard["index"]] = shard
-    return found
-
-
-def _prepare(out: Path, job: dict, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not (out / MANIFEST).exists():
-            raise OutputDirError(f"{out} is not empty and holds no {MANIFEST} of an earlier run; "
-                                 "pick an empty folder or pass --overwrite")
-        else:
-            manifest = json.loads((out / MANIFEST).read_text())
-            changed = [_JOB_WORDS.get(k, k) for k, v in job.items() if manifest.get("job", {}).get(k) != v]
-            if changed:
-                raise OutputDirError(f"{out} holds a run with a different {', '.join(changed)}; re-run the same "
-                                     "command to resume it, or pass --overwrite to start over")
-            return
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    _write_json(out / MANIFEST, {"job": job, "shards": 0, "complete": False,
-                                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-
-
 def _diff(after: SynthesisStats, before: SynthesisStats) -> SynthesisStats:
     d, b = after.to_dict(), before.to_dict()
-    fields = {k: (v - b[k] if not isinstance(v, dict) else {kk: vv - b[k].get(kk, 0) for kk, vv in v.items()})
-              for k, v in d.items()}
-    fields["pairs_per_row"] = {k: v for k, v in fields["pairs_per_row"].items() if v}
-    return SynthesisStats.from_dict(fields)
+    fields_ = {k: (v - b[k] if not isinstance(v, dict) else {kk: vv - b[k].get(kk, 0) for kk, vv in v.items()})
+               for k, v in d.items()}
+    fields_["pairs_per_row"] = {k: v for k, v in fields_["pairs_per_row"].items() if v}
+    return SynthesisStats.from_dict(fields_)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+def output_dir_for(repo_id: str) -> Path:
+    """Where ``--push-to-hub REPO`` without ``--output`` writes its shards.
+
+    Example:
+        >>> str(output_dir_for("user/corpus-aug"))
+        '.hf-instruct-synth/user__corpus-aug'
+    """
+    return Path(".hf-instruct-synth") / repo_id.replace("/", "__")

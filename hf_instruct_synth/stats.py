@@ -20,6 +20,7 @@ class SynthesisStats:
     rows_empty: int = 0  # empty or whitespace-only texts (no model call, no pairs)
     rows_skipped: int = 0  # invalid texts skipped with on_invalid="skip"
     rows_truncated: int = 0  # prompts cut to fit max_model_len - max_new_tokens
+    rows_with_markers: int = 0  # texts holding <s>, </s>, <pad>, </CON>, <QUE>… (read as plain characters)
     rows_without_pairs: int = 0  # rows whose output parsed to no pair (empty rows included)
     pairs: int = 0  # pairs kept after parsing
     duplicate_questions: int = 0  # pairs dropped by case-insensitive de-duplication

@@ -16,12 +16,25 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from . import __version__
-from .format import PROMPT_HEAD, Pair, build_prompt, parse_pairs_counted
+from .format import BOS, EOS, MARKERS, PROMPT_HEAD, Pair, build_prompt, format_pairs, parse_pairs_counted
 from .stats import SynthesisStats
 
 DEFAULT_MODEL = "instruction-pretrain/instruction-synthesizer"
 OUTPUT_COLUMNS = ("instruction_response_pairs", "synthesizer_output")
 CPU_MAX_BATCH_TOKENS = 8192
+
+
+def _output_features():
+    from datasets import Features, List, Value
+
+    pair = {"instruction": Value("string"), "response": Value("string")}
+    return Features({"instruction_response_pairs": List(pair), "synthesizer_output": Value("string")})
+
+
+def __getattr__(name: str):
+    if name == "OUTPUT_FEATURES":  # built on first use: importing this module imports no datasets
+        return _output_features()
+    raise AttributeError(name)
 
 
 class PairsColumn(list):
@@ -133,6 +146,7 @@ class InstructionSynthesizer:
         self.on_invalid = on_invalid
         self.engine = engine
         self.stats = SynthesisStats()
+        self.model_commit: str | None = None  # the Hub commit loaded, once pinned (pin_revision)
         self._fingerprint: str | None = None
         self._loaded: dict[str, Any] | None = None  # model, tokenizer, engine, once loaded
 
@@ -167,17 +181,22 @@ class InstructionSynthesizer:
 
     def _valid_rows(self, texts: list, indices: list[int] | None) -> list[int]:
         """Indices of rows to generate for; invalid rows raise or are skipped, empty ones counted."""
+        from .inputs import text_problem
+
         todo = []
         for i, text in enumerate(texts):
-            if not isinstance(text, str):
+            problem = text_problem(text)
+            if problem is not None:
                 if self.on_invalid == "skip":
                     self.stats.rows_skipped += 1
                     continue
                 raise ValueError(
-                    f"{self._row_name(i, indices)}: column {self.text_column!r} holds "
-                    f"{type(text).__name__} ({text!r:.40}), not a string. Clean the data, or pass "
-                    "on_invalid='skip' to give such rows empty outputs (they are counted in stats.rows_skipped)."
+                    f"{self._row_name(i, indices)}: column {self.text_column!r} holds {problem}. Clean the data, "
+                    "or pass on_invalid='skip' (CLI: --on-invalid skip) to give such rows empty outputs (they are "
+                    "counted in stats.rows_skipped)."
                 )
+            if any(m in text for m in MARKERS):
+                self.stats.rows_with_markers += 1
             if not text.strip():
                 self.stats.rows_empty += 1
                 continue
@@ -225,9 +244,9 @@ class InstructionSynthesizer:
     def _prompt_ids(self, texts: list[str], row_names: list[str]) -> list[list[int]]:
         """Prompt token ids for ``texts``, tokenized in one call; over-long prompts truncated (:meth:`_fit`)."""
         encoded = self._encode_many([build_prompt(t) for t in texts])
-        return [self._fit(t, name, ids, offs) for t, name, (ids, offs) in zip(texts, row_names, encoded)]
+        return [self.fit_prompt(t, name, ids, offs) for t, name, (ids, offs) in zip(texts, row_names, encoded)]
 
-    def _fit(self, text: str, row_name: str, ids: list[int] | None = None,
+    def fit_prompt(self, text: str, row_name: str, ids: list[int] | None = None,
              offsets: list[tuple[int, int]] | None = None) -> list[int]:
         """Token ids of the prompt for ``text``, truncated at the text's end to fit the context."""
         encode = self._encode
@@ -261,17 +280,83 @@ class InstructionSynthesizer:
         self.stats.rows_truncated += 1
         return ids
 
+    def encode_prompt(self, text: str, history: list[tuple[str, list[Pair]]] = ()) -> list[int]:
+        """Token ids of the prompt for ``text`` after the cooked ``history`` links (M-shot rounds).
+
+        Each history link is its prompt, its pairs in tag format and ``</s>``, exactly as
+        the reference scripts build it; the wire format's ``<s>`` and ``</s>`` are the only
+        control tokens, and everything a text or an answer holds stays plain characters.
+
+        Example:
+            >>> synth.encode_prompt("Rome.", history=[("Ada.", [{"instruction": "Who?", "response": "Ada"}])])  # doctest: +SKIP
+            [1, …, 2, 1, …]
+        """
+        tok = self._load()["tokenizer"]
+        bos, eos = self._control_id(BOS), self._control_id(EOS)
+        segments = [build_prompt(t)[len(BOS):] + format_pairs(p) for t, p in history] + [build_prompt(text)[len(BOS):]]
+        encoded = tok(segments, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        ids: list[int] = []
+        for k, seg in enumerate(encoded):
+            ids += [bos, *seg] + ([eos] if k < len(history) else [])
+        return ids
+
+    def _control_id(self, token: str) -> int:
+        tok = self._loaded["tokenizer"]  # type: ignore[index]
+        known = {BOS: tok.bos_token_id, EOS: tok.eos_token_id}.get(token)
+        return known if known is not None else tok.convert_tokens_to_ids(token)
+
     def _encode(self, prompt: str) -> tuple[list[int], list[tuple[int, int]] | None]:
         return self._encode_many([prompt])[0]
 
     def _encode_many(self, prompts: list[str]) -> list[tuple[list[int], list[tuple[int, int]] | None]]:
-        """Token ids (no added special tokens) and, for fast tokenizers, character offsets."""
+        """Token ids and, for fast tokenizers, character offsets of prompts that start with ``<s>``.
+
+        The leading ``<s>`` becomes the one BOS id; everything after it is tokenized with
+        special tokens split, so a ``</s>``, ``<pad>`` or ``<s>`` inside a text stays plain
+        characters and never becomes a control token.
+        """
         tok = self._loaded["tokenizer"]  # type: ignore[index]
         fast = getattr(tok, "is_fast", False)
-        enc = tok(prompts, add_special_tokens=False, return_offsets_mapping=fast)
-        return list(zip(enc["input_ids"], enc["offset_mapping"] if fast else [None] * len(prompts)))
+        bos = self._control_id(BOS)
+        rests = [p[len(BOS):] if p.startswith(BOS) else p for p in prompts]
+        enc = tok(rests, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=fast)
+        out = []
+        for prompt, ids, offs in zip(prompts, enc["input_ids"], enc["offset_mapping"] if fast else [None] * len(rests)):
+            if prompt.startswith(BOS):
+                ids = [bos, *ids]
+                offs = [(0, len(BOS)), *((a + len(BOS), b + len(BOS)) for a, b in offs)] if offs is not None else None
+            out.append((list(ids), list(offs) if offs is not None else None))
+        return out
 
     # ------------------------------------------------------------------ loading
+    def load(self, rank: int | None = None) -> None:
+        """Load the model, tokenizer and engine now (else on the first call); ``rank`` picks the GPU.
+
+        Example:
+            >>> synth = InstructionSynthesizer(model=DEMO_MODEL); synth.load(); synth.is_loaded  # doctest: +SKIP
+            True
+        """
+        self._load(rank)
+
+    def resolve_commit(self) -> str | None:
+        """The Hub commit the model name and revision stand for now (``None`` for a folder or object).
+
+        Example:
+            >>> InstructionSynthesizer(model="org/name", revision="0" * 40).resolve_commit()
+            '0000000000000000000000000000000000000000'
+        """
+        from .loading import resolve_commit
+
+        return self.model_commit or resolve_commit(self.model, self.revision)
+
+    def pin_revision(self, commit: str | None) -> None:
+        """Load exactly this Hub commit (a resumed run's), whatever the revision name points to now.
+
+        The fingerprint stays that of the requested revision, so a resume is recognised.
+        """
+        if commit and self._loaded is None:
+            self.model_commit = commit
+
     def _load(self, rank: int | None = None) -> dict[str, Any]:
         if self._loaded is not None:
             return self._loaded
@@ -280,18 +365,19 @@ class InstructionSynthesizer:
         from .engines import make_engine
 
         engine_name = self.resolved_engine()
+        revision = self.model_commit or self.revision
         if engine_name == "vllm":  # vLLM loads the weights itself; we keep only the tokenizer
             from .engines.vllm import VllmEngine
 
-            model, tokenizer = None, load_tokenizer(self.model, self.tokenizer, revision=self.revision)
-            eos = eos_token_ids(tokenizer, generation_config_eos(self.model, self.revision))
+            model, tokenizer = None, load_tokenizer(self.model, self.tokenizer, revision=revision)
+            eos = eos_token_ids(tokenizer, generation_config_eos(self.model, revision))
             engine = VllmEngine(self.model, eos_token_ids=eos, max_new_tokens=self.max_new_tokens,
-                                max_model_len=self.max_model_len, revision=self.revision,
+                                max_model_len=self.max_model_len, revision=revision,
                                 tokenizer=self.tokenizer if isinstance(self.tokenizer, str) else None,
                                 dtype=self.dtype or "auto")
         else:
             device, dtype, attn = resolve_placement(self.device, self.dtype, self.attn_implementation, rank)
-            model, tokenizer = load_model_and_tokenizer(self.model, self.tokenizer, revision=self.revision,
+            model, tokenizer = load_model_and_tokenizer(self.model, self.tokenizer, revision=revision,
                                                         device=device, dtype=dtype, attn_implementation=attn)
             eos = eos_token_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
             engine = make_engine(engine_name, model, eos_token_ids=eos, max_new_tokens=self.max_new_tokens,
@@ -320,10 +406,14 @@ class InstructionSynthesizer:
         """
         from . import DEMO_MODEL
 
+        from .loading import identity
+
         model = self.model if isinstance(self.model, (str, os.PathLike)) else getattr(self.model, "name_or_path", "")
         if str(model) == DEMO_MODEL:
             model = "hf-instruct-synth demo synthesizer (a tiny demonstration model)"
-        return {"model": str(model), "model_revision": self.revision or "main", "decoding": "greedy",
+        elif model and os.path.isdir(model):  # a local folder: its name and content digest, never its path
+            model = f"{os.path.basename(os.path.normpath(model))} (local folder, digest {identity(model)[4:]})"
+        return {"model": str(model), "model_revision": self.model_commit or self.revision or "main", "decoding": "greedy",
                 "max_new_tokens": self.max_new_tokens, "max_model_len": self.max_model_len,
                 "dedupe_questions": self.dedupe, "on_overflow": self.on_overflow, "on_invalid": self.on_invalid,
                 "engine": self.engine, "hf_instruct_synth": __version__}

@@ -19,11 +19,15 @@ HUB = HubServer().__enter__()
 os.environ.update(HF_ENDPOINT=HUB.endpoint, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
                   HF_TOKEN="hf_test_token_do_not_log_0123456789", HF_HOME=tempfile.mkdtemp(prefix="hf-home-"))
 os.environ.pop("HF_HUB_OFFLINE", None)
+HUB.state.tokens[os.environ["HF_TOKEN"]] = "write"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def hub():
-    return HUB
+    """The local Hub; failures a test injects never reach the next test."""
+    yield HUB
+    HUB.state.fail = {"commit": [], "upload": []}
+    HUB.state.tokens = {os.environ["HF_TOKEN"]: "write"}
 
 WORDS = ("the river city north water king queen castle ancient bridge built year people market trade "
          "mountain library scholar wrote letter harbour ship winter summer village church old new").split()

@@ -44,6 +44,8 @@ class HubState:
         self.uploads: list[str] = []  # sha256 of every accepted PUT
         self.commit_paths: list[list[str]] = []  # paths added by each commit
         self.auth_headers: list[str] = []
+        self.tokens: dict[str, str] = {}  # token -> role ("write" or "read"); others get 401
+        self.snapshots: list[dict[str, bytes]] = []  # each repo's files after every commit (path -> bytes)
         self.lock = threading.Lock()
 
 
@@ -106,6 +108,13 @@ def make_handler(state: HubState):
                 state.auth_headers.append(self.headers.get("authorization", ""))
             url = urlparse(self.path)
             path = unquote(url.path)
+            if path == "/api/whoami-v2":
+                auth = self.headers.get("authorization", "")
+                if state.tokens.get(auth.removeprefix("Bearer ")) is None:
+                    return self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
+                role = state.tokens[auth.removeprefix("Bearer ")]
+                return self._send(200, {"type": "user", "name": "user", "orgs": [{"name": "org"}],
+                                        "auth": {"type": "access_token", "accessToken": {"role": role}}})
             m = re.fullmatch(r"/api/datasets/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
             if m:
                 repo = self._repo(m.group(1))
@@ -239,6 +248,7 @@ def make_handler(state: HubState):
                                 repo.lfs.pop(p, None)
                     repo.commits.append(hashlib.sha1(f"{repo.sha}{lines}".encode()).hexdigest())
                     state.commit_paths.append(added)
+                    state.snapshots.append({"repo": m.group(1), **dict(repo.files)})
                 return self._send(200, {"commitUrl": f"http://{self.headers['Host']}/datasets/{m.group(1)}/commit/{repo.sha}",
                                         "commitOid": repo.sha})
             self._error(404, "NotFound", f"no route for POST {path}")

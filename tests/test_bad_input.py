@@ -23,7 +23,7 @@ def test_long_prompt_truncated_at_text_end_keeping_the_tail(synth_factory, tiny_
     long_text = " ".join(f"word{i}" for i in range(400))
     synth = synth_factory(max_model_len=72, max_new_tokens=8)
     synth._load()
-    ids = synth._fit(long_text, "row 0")
+    ids = synth.fit_prompt(long_text, "row 0")
     assert len(ids) <= 64
     assert len(ids) >= 60  # cut close to the limit, not far below it
     decoded = tiny_tokenizer.decode(ids)
