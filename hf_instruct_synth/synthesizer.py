@@ -82,7 +82,9 @@ class InstructionSynthesizer:
         engine: generation back end: ``"static"`` (length-sorted batches), ``"continuous"``
             (transformers' continuous batching), ``"vllm"`` (vLLM, extra ``vllm``; the model
             must be a Hub id or folder), or ``"auto"`` (vLLM when it imports and the model is
-            given by name, else static: the fastest measured, benchmarks/RESULTS.md).
+            given by name, else static: the fastest measured, benchmarks/RESULTS.md), or an
+            ``Engine`` instance of your own: an object with ``name`` and ``generate(prompts,
+            stats)`` (and optionally ``tokenizer``), e.g. :class:`hf_instruct_synth.testing.ScriptedEngine`.
 
     Example:
         >>> from datasets import Dataset
@@ -111,7 +113,7 @@ class InstructionSynthesizer:
         dedupe: bool = True,
         on_overflow: Literal["truncate", "error"] = "truncate",
         on_invalid: Literal["error", "skip"] = "error",
-        engine: str = "auto",
+        engine: Any = "auto",
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -126,8 +128,10 @@ class InstructionSynthesizer:
             raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
         from .engines import ENGINES
 
-        if engine not in ENGINES + ("auto",):
-            raise ValueError(f"engine must be one of {ENGINES + ('auto',)}, got {engine!r}")
+        if isinstance(engine, str) and engine not in ENGINES + ("auto",):
+            raise ValueError(f"engine must be one of {ENGINES + ('auto',)} or an Engine instance, got {engine!r}")
+        if not isinstance(engine, str) and not callable(getattr(engine, "generate", None)):
+            raise ValueError(f"engine must be a name or an object with generate(prompts, stats), got {engine!r}")
         if max_batch_tokens is not None and max_batch_tokens <= 0:
             raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
         self.model = model
@@ -347,6 +351,8 @@ class InstructionSynthesizer:
         """
         from .loading import resolve_commit
 
+        if not isinstance(self.engine, str):  # the engine holds its own model
+            return None
         return self.model_commit or resolve_commit(self.model, self.revision)
 
     def pin_revision(self, commit: str | None) -> None:
@@ -366,6 +372,12 @@ class InstructionSynthesizer:
 
         engine_name = self.resolved_engine()
         revision = self.model_commit or self.revision
+        if not isinstance(self.engine, str):  # an Engine the caller built: it holds its model
+            tokenizer = getattr(self.engine, "tokenizer", None) or load_tokenizer(self.model, self.tokenizer,
+                                                                                 revision=revision)
+            self._loaded = {"model": getattr(self.engine, "model", None), "tokenizer": tokenizer,
+                            "engine": self.engine}
+            return self._loaded
         if engine_name == "vllm":  # vLLM loads the weights itself; we keep only the tokenizer
             from .engines.vllm import VllmEngine
 
@@ -391,6 +403,8 @@ class InstructionSynthesizer:
     def resolved_engine(self) -> str:
         """The engine ``"auto"`` stands for: vLLM when it imports and the model is a Hub id or
         folder (measured fastest: benchmarks/RESULTS.md), else the static engine."""
+        if not isinstance(self.engine, str):
+            return getattr(self.engine, "name", type(self.engine).__name__)
         if self.engine != "auto":
             return self.engine
         from .engines.vllm import vllm_available
@@ -416,7 +430,8 @@ class InstructionSynthesizer:
         return {"model": str(model), "model_revision": self.model_commit or self.revision or "main", "decoding": "greedy",
                 "max_new_tokens": self.max_new_tokens, "max_model_len": self.max_model_len,
                 "dedupe_questions": self.dedupe, "on_overflow": self.on_overflow, "on_invalid": self.on_invalid,
-                "engine": self.engine, "hf_instruct_synth": __version__}
+                "engine": self.resolved_engine() if not isinstance(self.engine, str) else self.engine,
+                "hf_instruct_synth": __version__}
 
     @property
     def is_loaded(self) -> bool:
@@ -447,6 +462,8 @@ class InstructionSynthesizer:
                 "tokenizer": identity(self.tokenizer, self.revision) if self.tokenizer is not None else None,
                 "params": [self.text_column, self.max_new_tokens, self.max_model_len, self.dedupe,
                            self.on_overflow, self.on_invalid, self.dtype, self.attn_implementation],
+                "engine": None if isinstance(self.engine, str) else
+                getattr(self.engine, "fingerprint", lambda: type(self.engine).__qualname__)(),
             }
             self._fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
         return self._fingerprint
@@ -454,7 +471,7 @@ class InstructionSynthesizer:
     def __repr__(self) -> str:
         name = self.model if isinstance(self.model, (str, os.PathLike)) else type(self.model).__name__
         return (f"InstructionSynthesizer(model={str(name)!r}, max_new_tokens={self.max_new_tokens}, "
-                f"max_model_len={self.max_model_len}, engine={self.engine!r})")
+                f"max_model_len={self.max_model_len}, engine={self.resolved_engine()!r})")
 
 
 def default_max_batch_tokens(model) -> int:

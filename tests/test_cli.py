@@ -107,7 +107,6 @@ def test_resume_skips_finished_shards_and_refuses_other_parameters(tmp_path, cap
     first = _read_output(tmp_path / "o")
     # lose the last shard, as a killed run would; the re-run writes only that one
     shards[-1].unlink()
-    shards[-1].with_suffix(".json").unlink()
     mtimes = {s.name: s.stat().st_mtime_ns for s in shards[:2]}
     assert main(args) == 0
     assert {s.name: s.stat().st_mtime_ns for s in shards[:2]} == mtimes
@@ -132,8 +131,11 @@ def test_user_errors_are_one_line_with_nonzero_exit(tmp_path, capsys, args, mess
 def test_output_folder_not_empty_is_refused(tmp_path, capsys):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "notes.txt").write_text("keep me")
-    assert main(["synthesize", str(EXAMPLES / "paragraphs.txt"), "--model", "demo", "--output", str(tmp_path / "o")]) == 2
-    assert "not empty" in capsys.readouterr().err and (tmp_path / "o" / "notes.txt").exists()
+    for extra in ([], ["--overwrite"]):
+        assert main(["synthesize", str(EXAMPLES / "paragraphs.txt"), "--model", "demo", "--output",
+                     str(tmp_path / "o"), *extra]) == 2
+        assert "holds files and no manifest.json of a run (notes.txt)" in capsys.readouterr().err
+        assert (tmp_path / "o" / "notes.txt").read_text() == "keep me" and len(list((tmp_path / "o").iterdir())) == 1
 
 
 def test_unreachable_model_offline_points_to_demo(tmp_path, capsys, monkeypatch):
@@ -149,14 +151,18 @@ def test_inputs_every_format(tmp_path):
     ds.to_json(tmp_path / "a.jsonl")
     ds.to_parquet(tmp_path / "a.parquet")
     ds.to_csv(tmp_path / "a.csv")
-    (tmp_path / "a.txt").write_text("\n".join(texts) + "\n")
+    (tmp_path / "a.txt").write_text("\n\n".join(texts) + "\n\n\n")  # paragraphs; blank lines make no rows
     ds.save_to_disk(tmp_path / "saved")
     (tmp_path / "folder").mkdir()
     ds.select([0, 1]).to_parquet(tmp_path / "folder" / "part-0.parquet")
     ds.select([2]).to_parquet(tmp_path / "folder" / "part-1.parquet")
     for name in ("a.jsonl", "a.parquet", "a.csv", "a.txt", "saved", "folder"):
         assert load_input(str(tmp_path / name))["text"] == texts, name
-    with pytest.raises(InputError, match="Offline"):
+    (tmp_path / "lines.txt").write_text("one text.\n\ntwo texts here.\n   \nthree.\n")
+    assert load_input(str(tmp_path / "lines.txt"), sample_by="line")["text"] == texts
+    assert load_input(str(tmp_path / "lines.txt"), sample_by="document")["text"] == [
+        (tmp_path / "lines.txt").read_text()]
+    with pytest.raises(InputError, match="no such dataset on the Hub"):
         load_input("no-such-user/no-such-dataset-xyz")
 
 
@@ -190,7 +196,12 @@ def test_cli_push_to_hub_publishes_what_load_dataset_reads_back(hub, tmp_path, m
     stats = json.loads((tmp_path / ".hf-instruct-synth" / "user__paragraphs-aug" / "stats.json").read_text())
     card = DatasetCard.load("user/paragraphs-aug", repo_type="dataset")
     assert card.data.license == "cc0-1.0" and hub.state.repos["user/paragraphs-aug"].private
-    assert f"| pairs | {stats['pairs']:,} |" in card.text and f"| generated tokens | {stats['generated_tokens']:,} |" in card.text
+    assert f"| pairs | {stats['pairs']:,} |" in card.text
+    assert f"| generated tokens *(run)* | {stats['generated_tokens']:,} |" in card.text
+    # the Hub holds the run's own shard files, byte for byte
+    local = sorted((tmp_path / ".hf-instruct-synth" / "user__paragraphs-aug" / "data").glob("*.parquet"))
+    files = hub.state.repos["user/paragraphs-aug"].files
+    assert local and all(files[f"data/{p.name}"] == p.read_bytes() for p in local)
     assert "demo synthesizer" in card.text and os.environ["HF_TOKEN"] not in card.text
 
 

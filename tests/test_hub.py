@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 
 import pytest
@@ -10,7 +11,8 @@ import yaml
 from datasets import Dataset, load_dataset
 from huggingface_hub import DatasetCard, HfApi
 
-from hf_instruct_synth.hub import PushError, push_augmented_to_hub
+from hf_instruct_synth.card import BEGIN, END, PAPER, size_category
+from hf_instruct_synth.hub import PushError, check_push_access, push_augmented_to_hub, push_output_dir
 from hf_instruct_synth.stats import SynthesisStats
 
 _ids = itertools.count()
@@ -30,14 +32,10 @@ def _augmented(n: int, tag: str = "r") -> Dataset:
     })
 
 
-def _stats(ds: Dataset) -> SynthesisStats:
-    pairs = [len(p) for p in ds["instruction_response_pairs"]]
-    per_row: dict[str, int] = {}
-    for k in pairs:
-        per_row[str(k)] = per_row.get(str(k), 0) + 1
-    return SynthesisStats(rows=len(ds), pairs=sum(pairs), rows_without_pairs=pairs.count(0), prompt_tokens=1234,
-                          generated_tokens=5678, rows_truncated=2, duplicate_questions=3, wall_time_s=2.0,
-                          pairs_per_row=per_row)
+def _run_stats() -> SynthesisStats:
+    """Counters only the run knows; rows and pairs deliberately wrong: the card must take those from the data."""
+    return SynthesisStats(rows=999, pairs=999, prompt_tokens=1234, generated_tokens=5678, rows_truncated=2,
+                          duplicate_questions=3, wall_time_s=2.0)
 
 
 def _push(ds, repo, **kw):
@@ -45,41 +43,82 @@ def _push(ds, repo, **kw):
                                   "generation": {"model": "instruction-pretrain/instruction-synthesizer",
                                                  "max_new_tokens": 400}})
     kw.setdefault("max_shard_size", 1500)
-    kw.setdefault("shards_per_commit", 2)
     kw.setdefault("backoff_s", 0.01)
     kw.setdefault("progress", False)
-    return push_augmented_to_hub(ds, repo, stats=_stats(ds), **kw)
+    kw.setdefault("stats", _run_stats())
+    return push_augmented_to_hub(ds, repo, **kw)
 
 
 def _card_yaml(card: DatasetCard) -> dict:
     return yaml.safe_load(str(card).split("---")[1])
 
 
-def test_round_trip_and_card(hub):
+def _shard_sets(hub, repo: str) -> list[frozenset]:
+    return [frozenset(p for p in snap if p.startswith("data/")) for snap in hub.state.snapshots if snap["repo"] == repo]
+
+
+def test_round_trip_one_commit_and_card(hub):
     repo, ds = _repo(), _augmented(60)
+    commits = len(hub.state.commit_paths)
     _push(ds, repo)
+    assert len(hub.state.commit_paths) == commits + 1  # shards, card, statistics: one commit
     files = sorted(hub.state.repos[repo].files)
-    shards = [f for f in files if f.startswith("data/train-")]
-    assert len(shards) > 2 and "README.md" in files
-    assert len(hub.state.commit_paths) >= 2  # one commit per group of shards, then the card
-    back = load_dataset(repo)
-    assert back["train"].to_list() == ds.to_list()  # same rows, same order
+    assert len([f for f in files if f.startswith("data/train-")]) > 2 and "README.md" in files
+    assert load_dataset(repo)["train"].to_list() == ds.to_list()  # same rows, same order
     card = DatasetCard.load(repo, repo_type="dataset")
     meta = _card_yaml(card)
     assert meta["license"] == "cc-by-4.0" and meta["task_categories"] == ["text-generation"]
-    assert meta["tags"] == ["synthetic", "instruction-pretraining"] and meta["source_datasets"] == ["user/raw"]
-    assert meta["size_categories"] == ["n<1K"]
-    assert meta["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
+    assert set(meta["tags"]) == {"synthetic", "instruction-pretraining"} and meta["source_datasets"] == ["user/raw"]
+    assert meta["size_categories"] == ["n<1K"] and meta["annotations_creators"] == ["machine-generated"]
+    assert meta["pretty_name"] and meta["configs"] == [
+        {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
+    assert meta["dataset_info"]["splits"][0]["num_examples"] == 60
+    assert [f["name"] for f in meta["dataset_info"]["features"]] == ds.column_names
     body = card.text
-    s = _stats(ds)
-    assert f"| rows | {s.rows} |" in body and f"| pairs | {s.pairs} |" in body
-    assert f"| rows without a pair | {s.rows_without_pairs} |" in body and "| truncated prompts | 2 |" in body
-    assert "| duplicate questions removed | 3 |" in body and "| generated tokens | 5,678 |" in body
-    assert f"| 0 | {s.pairs_per_row['0']} |" in body  # the distribution table
-    assert "instruction-pretrain/instruction-synthesizer" in body and "Instruction Pre-Training" in body
+    pairs = [len(p) for p in ds["instruction_response_pairs"]]
+    # computed from the data, not from the (wrong) run counters
+    assert "| rows | 60 |" in body and f"| pairs | {sum(pairs)} |" in body
+    assert f"| texts without a pair | {pairs.count(0)} |" in body and "| 999 |" not in body
+    assert "| truncated prompts *(run)* | 2 |" in body and "| duplicate questions removed *(run)* | 3 |" in body
+    assert f"| 0 | {pairs.count(0)} |" in body  # the distribution
+    assert "](https://huggingface.co/instruction-pretrain/instruction-synthesizer)" in body and PAPER in body
+    assert "@inproceedings{cheng2024instruction" in body  # the citation
     assert f'load_dataset("{repo}")' in body and "r text number 0." in body  # snippet and a sample row
     assert TOKEN not in str(card)
     assert any(TOKEN in h for h in hub.state.auth_headers)  # the token was used, never shown
+
+
+def test_templates_in_the_data_are_shown_verbatim(hub):
+    repo = _repo()
+    ds = Dataset.from_dict({"text": ["Hello {{ name }} and {% if x %}yes{% endif %} ```code```"],
+                            "instruction_response_pairs": [[{"instruction": "{{ q }}?", "response": "{% raw %}"}]],
+                            "synthesizer_output": ["{# c #}"]})
+    _push(ds, repo)
+    text = DatasetCard.load(repo, repo_type="dataset").text
+    for s in ("Hello {{ name }} and {% if x %}yes{% endif %}", "{{ q }}?", "{% raw %}", "{# c #}"):
+        assert s in text
+
+
+@pytest.mark.parametrize("rows, label", [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (10**10, "10B<n<100B"),
+                                         (10**11, "100B<n<1T"), (10**12, "n>1T")])
+def test_size_categories_are_the_hubs(rows, label):
+    assert size_category(rows) == label
+
+
+def test_hand_written_card_survives_a_re_push(hub):
+    repo = _repo()
+    _push(_augmented(20), repo)
+    api = HfApi()
+    card = api.hf_hub_download(repo, "README.md", repo_type="dataset")
+    text = open(card).read()
+    text = text.replace(BEGIN, "## Our notes\n\nKeep this paragraph.\n\n" + BEGIN) + "\nAnd this footer.\n"
+    text = text.replace("license: cc-by-4.0", "license: cc-by-4.0\nmaintainer_key: kept")
+    api.upload_file(path_or_fileobj=text.encode(), path_in_repo="README.md", repo_id=repo, repo_type="dataset")
+    _push(_augmented(30), repo)
+    after = DatasetCard.load(repo, repo_type="dataset")
+    assert "Keep this paragraph." in after.text and "And this footer." in after.text
+    assert after.text.count(BEGIN) == 1 and after.text.count(END) == 1 and "| rows | 30 |" in after.text
+    assert _card_yaml(after)["maintainer_key"] == "kept"
 
 
 def test_private_repo(hub):
@@ -98,48 +137,69 @@ def test_second_push_adds_a_split(hub):
     assert back["train"].to_list() == train.to_list() and back["test"].to_list() == test.to_list()
     card = DatasetCard.load(repo, repo_type="dataset")
     assert [f["split"] for f in _card_yaml(card)["configs"][0]["data_files"]] == ["test", "train"]
-    assert "| rows | 12 | 30 | 42 |" in card.text  # both splits' real counters, and the total
+    assert "| rows | 12 | 30 | 42 |" in card.text  # both splits' numbers, and the total
+    assert {s["name"] for s in _card_yaml(card)["dataset_info"]["splits"]} == {"train", "test"}
 
 
-def test_failed_commits_and_uploads_are_retried(hub):
+def test_5xx_and_429_are_retried_by_us(hub):
     repo, ds = _repo(), _augmented(40)
-    hub.state.fail["commit"] = [500, 503]
+    hub.state.fail["commit"] = [429, 503]
     hub.state.fail["upload"] = [500]
+    posts = sum(1 for m, p in hub.state.log if m == "POST" and "/commit/" in p)
     _push(ds, repo)
     assert hub.state.fail["commit"] == [] and hub.state.fail["upload"] == []  # the failures happened
+    assert sum(1 for m, p in hub.state.log if m == "POST" and "/commit/" in p) == posts + 3
     assert load_dataset(repo)["train"].to_list() == ds.to_list()
 
 
-def test_interrupted_push_resumes_with_every_row_once(hub):
+def test_failed_push_resumes_without_sending_a_blob_twice(hub):
     repo, ds = _repo(), _augmented(80)
-    commits_before = len(hub.state.commit_paths)
-    hub.state.fail["commit"] = [None, 500, 500]  # the first group lands, then the Hub fails
+    hub.state.fail["commit"] = [500, 500]
     with pytest.raises(PushError, match="Run the same push again") as err:
         _push(ds, repo, retries=1)
     assert TOKEN not in str(err.value)
-    landed = [p for c in hub.state.commit_paths[commits_before:] for p in c]
-    assert landed and all(p.startswith("data/train-") for p in landed)
-    uploads_before = len(hub.state.uploads)
-    resumed_from = len(hub.state.commit_paths)
+    assert not any(p.startswith("data/") for p in hub.state.repos[repo].files)  # readers saw nothing
+    uploaded = set(hub.state.uploads)
+    before = len(hub.state.uploads)
     _push(ds, repo)
-    resent = [p for c in hub.state.commit_paths[resumed_from:] for p in c]
-    assert not set(resent) & set(landed)  # finished shards were not sent again
-    all_shards = {p for p in hub.state.repos[repo].files if p.startswith("data/train-")}
-    assert set(resent) | set(landed) >= all_shards
-    new_uploads = hub.state.uploads[uploads_before:]
-    # objects PUT before the failed commits are already stored: at most the resent shards go up again,
-    # and never one that had landed
-    assert len(new_uploads) <= len(resent)
-    assert not set(new_uploads) & {hub.state.repos[repo].lfs[p] for p in landed}
+    assert not set(hub.state.uploads[before:]) & uploaded  # blobs already stored are not sent again
     assert load_dataset(repo)["train"].to_list() == ds.to_list()
 
 
-def test_smaller_re_push_removes_stale_shards(hub):
+def test_smaller_re_push_never_mixes_old_and_new_shards(hub):
     repo = _repo()
-    _push(_augmented(80), repo)
-    small = _augmented(10)
+    big, small = _augmented(80, "old"), _augmented(10, "new")
+    _push(big, repo)
+    old = _shard_sets(hub, repo)[-1]
     _push(small, repo)
+    sets = _shard_sets(hub, repo)
+    new = sets[-1]
+    assert old != new and all(s in (frozenset(), old, new) for s in sets)
     assert load_dataset(repo)["train"].to_list() == small.to_list()
+
+
+def test_more_files_than_one_commit_holds_go_in_groups_with_the_card_last(hub, capsys):
+    repo, ds = _repo(), _augmented(60)
+    commits = len(hub.state.commit_paths)
+    _push(ds, repo, max_files_per_commit=3)
+    new = hub.state.commit_paths[commits:]
+    assert len(new) > 2 and "README.md" in new[-1] and all("README.md" not in c for c in new[:-1])
+    assert "readers may see" in capsys.readouterr().err
+    assert load_dataset(repo)["train"].to_list() == ds.to_list()
+
+
+def test_counts_come_from_the_data_after_num_proc(hub, tiny_model_dir):
+    from hf_instruct_synth import InstructionSynthesizer
+    from hf_instruct_synth.testing import ScriptedEngine
+
+    ds = Dataset.from_dict({"text": [f"Fact {i}: the river {i} flows." for i in range(12)]})
+    synth = InstructionSynthesizer(model=str(tiny_model_dir), engine=ScriptedEngine(), max_new_tokens=64)
+    out = ds.map(synth, batched=True, batch_size=3, num_proc=2)
+    assert synth.stats.pairs == 0  # the parent's counters saw nothing: the workers did the work
+    repo = _repo()
+    _push(out, repo, stats=synth.stats)
+    expected = sum(len(p) for p in out["instruction_response_pairs"])
+    assert expected > 0 and f"| pairs | {expected} |" in DatasetCard.load(repo, repo_type="dataset").text
 
 
 def test_push_without_license_says_what_to_do(hub):
@@ -153,3 +213,65 @@ def test_auth_error_is_not_retried_and_hides_the_token(hub):
         _push(_augmented(3), _repo(), max_shard_size=10**9)
     assert "401" in str(err.value) and TOKEN not in str(err.value)
     assert hub.state.fail["commit"] == []
+
+
+def test_access_check_names_the_problem(hub, monkeypatch):
+    assert check_push_access(_repo()) == "user"
+    with pytest.raises(PushError, match="cannot write to someone-else/"):
+        check_push_access("someone-else/x")
+    hub.state.tokens[TOKEN] = "read"
+    with pytest.raises(PushError, match="can only read"):
+        check_push_access(_repo())
+    hub.state.tokens.clear()
+    with pytest.raises(PushError, match="rejected the token"):
+        check_push_access(_repo())
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(PushError, match="could not reach the Hub"):
+        check_push_access(_repo())
+
+
+def test_push_output_dir_uploads_the_run_shards_byte_for_byte(hub, tmp_path):
+    from hf_instruct_synth import InstructionSynthesizer
+    from hf_instruct_synth.run import synthesize_to_dir
+    from hf_instruct_synth.testing import ScriptedEngine
+
+    ds = Dataset.from_dict({"text": [f"The {i}th bridge spans the river." for i in range(9)]})
+    out = tmp_path / "run"
+    synthesize_to_dir(ds, InstructionSynthesizer(model="unused/name", engine=ScriptedEngine(), max_new_tokens=64),
+                      out, shard_rows=4, progress=False, source="test")
+    repo = _repo()
+    push_output_dir(out, repo, license="mit", progress=False, backoff_s=0.01)
+    files = hub.state.repos[repo].files
+    local = sorted((out / "data").glob("*.parquet"))
+    assert [f"data/{p.name}" for p in local] == sorted(p for p in files if p.startswith("data/"))
+    for p in local:
+        assert files[f"data/{p.name}"] == p.read_bytes()
+    manifest = json.loads(files["hf-instruct-synth/train/manifest.json"])
+    assert manifest["complete"] and manifest["job"]["rows"] == 9
+    # a second push of the same run sends nothing and commits only the card
+    before = len(hub.state.uploads)
+    push_output_dir(out, repo, license="mit", progress=False)
+    assert len(hub.state.uploads) == before
+
+
+def test_push_refuses_an_unfinished_or_damaged_run(hub, tmp_path):
+    from hf_instruct_synth import InstructionSynthesizer
+    from hf_instruct_synth.run import synthesize_to_dir
+    from hf_instruct_synth.testing import ScriptedEngine
+
+    ds = Dataset.from_dict({"text": [f"Text {i}." for i in range(6)]})
+    out = tmp_path / "run"
+    synthesize_to_dir(ds, InstructionSynthesizer(model="unused/name", engine=ScriptedEngine()), out, shard_rows=3,
+                      progress=False, source="test")
+    shard = out / "data" / "train-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(PushError, match=r"shards \[1\] are damaged"):
+        push_output_dir(out, _repo(), license="mit", progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["complete"] = False
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PushError, match="unfinished run"):
+        push_output_dir(out, _repo(), license="mit", progress=False)

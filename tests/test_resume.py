@@ -29,7 +29,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cli(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    first = killed / "data" / "train-00000.parquet"
+    first = killed / ".hf-instruct-synth" / "train-00000.json"
     deadline = time.time() + 300
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -37,11 +37,12 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     # a shard is done once its sidecar is written (after its parquet file)
-    landed = {p.with_suffix(".parquet").name: p.with_suffix(".parquet").stat().st_mtime_ns
-              for p in (killed / "data").glob("*.json")}
+    landed = {p.stem + ".parquet": (killed / "data" / (p.stem + ".parquet")).stat().st_mtime_ns
+              for p in (killed / ".hf-instruct-synth").glob("*.json")}
     assert 1 <= len(landed) < 6
     assert not json.loads((killed / "manifest.json").read_text())["complete"]
 
+    # the killed process's lock died with it: the re-run is not refused
     subprocess.run(_cli(killed), env=env, check=True, capture_output=True)
     for name, mtime in landed.items():  # finished shards are never written again
         assert (killed / "data" / name).stat().st_mtime_ns == mtime
