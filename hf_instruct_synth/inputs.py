@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,10 @@ def open_input(spec: str, split: str | None = None, *, streaming: bool = False, 
         files = _local_files(path, spec)
         builder = _builder_for(path) if path.is_file() else None
         if path.is_dir() and any((path / n).exists() for n in _SAVED):
-            loaded = datasets.load_from_disk(str(path))
+            try:
+                loaded = datasets.load_from_disk(str(path))
+            except IndexError:  # datasets fails so on a saved dataset of no rows
+                raise EmptyInputError(f"{spec} holds no rows") from None
             loaded = _pick_split(loaded, spec, split)
             if streaming:
                 loaded = loaded.to_iterable_dataset()
@@ -141,13 +145,15 @@ def open_input(spec: str, split: str | None = None, *, streaming: bool = False, 
                 else:
                     loaded = datasets.load_dataset(str(path), streaming=streaming, **kwargs)
             except Exception as err:  # noqa: BLE001 - datasets' own failure, made readable
+                if "corresponds to no data" in str(err):  # a header-only CSV, a parquet file of no rows
+                    raise EmptyInputError(f"{spec} holds no rows") from None
                 raise _read_error(spec, err) from err
             loaded = _pick_split(loaded, spec, split)
         identity = "files:" + _files_digest(files if not path.is_dir() or not any(
             (path / n).exists() for n in _SAVED) else sorted(p for p in path.rglob("*") if p.is_file()), path)
         paths = [str(p) for p in files]
         if "text" in _builders_of(files):
-            loaded = _drop_blank(loaded)
+            loaded = _paragraphs(loaded) if sample_by == "paragraph" else _drop_blank(loaded)
     elif path.suffix.lower() in BUILDERS or spec.startswith((".", "/")) or spec.count("/") > 1:
         raise InputError(f"{spec}: no such file or folder")
     elif path.suffix:
@@ -192,6 +198,18 @@ def _check_not_empty(loaded, spec: str) -> None:
         empty = next(iter(loaded.take(1)), None) is None
     if empty:
         raise EmptyInputError(f"{spec} holds no rows")
+
+
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
+
+
+def _paragraphs(loaded):
+    """Cut ``.txt`` rows at every blank line (also one holding spaces); no blank row is kept."""
+    def split(batch):
+        parts = [p.strip("\n") for text in batch["text"] for p in _BLANK_LINE.split(text)]
+        return {"text": [p for p in parts if p.strip()]}
+
+    return loaded.map(split, batched=True, remove_columns=["text"])
 
 
 def _drop_blank(loaded):

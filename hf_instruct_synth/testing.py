@@ -72,7 +72,7 @@ class ScriptedEngine:
             text = prompt.rsplit(f"{CON_OPEN} ", 1)[-1].rsplit(f" {CON_CLOSE}", 1)[0]
             items = "\n\n".join(f"{QUE} {p['instruction']} {ANS} {p['response']} {END}"
                                 for p in scripted_pairs(text, self.limit))
-            row = self.tokenizer(items, add_special_tokens=False)["input_ids"]
+            row = self.tokenizer(items, add_special_tokens=False, split_special_tokens=True)["input_ids"]
             stats.prompt_tokens += len(ids)
             stats.generated_tokens += len(row) + 1
             stats.batches += 1
