@@ -235,9 +235,13 @@ def _columns_note(columns: list[str] | None) -> str:
         return ("One row per chain of texts synthesized over several rounds: `links` holds each text with its "
                 "`instruction_response_pairs` and whether it was prompted with its chain's history (`inherits`); "
                 "`augmented_texts` holds the templified pre-training texts, `template_modes` their layouts.")
-    return ("Columns: " + (", ".join(f"`{c}`" for c in columns) + ". " if columns else "")
+    note = ("Columns: " + (", ".join(f"`{c}`" for c in columns) + ". " if columns else "")
             + "`instruction_response_pairs` is a list of `{instruction, response}`; "
             "`synthesizer_output` is the synthesizer's raw text.")
+    if columns and "augmented_texts" in columns:
+        note += (" `augmented_texts` is the pre-training text: the raw text with its pairs templified "
+                 "(`template_modes`: the layout drawn).")
+    return note
 
 
 def _stats_table(split_stats: dict[str, SynthesisStats], total: SynthesisStats,

@@ -95,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rounds", type=POSITIVE, default=1, metavar="M",
                    help="M-shot multi-round synthesis: chain texts in M rounds and templify each chain into "
                         "pre-training texts (column augmented_texts); default 1")
-    s.add_argument("--seed", type=int, default=0, help="templify seed with --rounds (default: 0)")
+    s.add_argument("--seed", type=int, default=0, help="templify seed (default: 0)")
+    s.add_argument("--no-templify", action="store_true",
+                   help="write pairs only: no augmented_texts (the templified pre-training texts every run writes)")
+    s.add_argument("--history-budget", choices=["tokens", "words"], default="tokens",
+                   help="with --rounds: a link is prompted with its chain's history when it fits by real token "
+                        "count (tokens, default) or by the reference scripts' estimate, words x 1.5 (words)")
     s.add_argument("--on-invalid", choices=["error", "skip"], default="error",
                    help="a None or non-string text: stop with an error naming the row, or skip it (counted)")
     s.add_argument("--streaming", action="store_true",
@@ -194,13 +199,14 @@ def _synthesize(args: argparse.Namespace) -> int:
         outcome = synthesize_with_ray(ds, synth, output, split=split, shard_rows=args.shard_rows,
                                       num_actors=args.ray_actors, batch_size=args.batch_size, rounds=args.rounds,
                                       seed=args.seed, overwrite=args.overwrite, source_id=src.identity,
-                                      input_paths=tuple(src.paths), about=about, report=True)
+                                      input_paths=tuple(src.paths), about=about, report=True,
+                                      templify=not args.no_templify, history_budget=args.history_budget)
     else:
         outcome = run_to_dir(ds, synth, output, split=split, shard_rows=args.shard_rows,
                              batch_size=args.batch_size, overwrite=args.overwrite,
                              progress=not args.no_progress, rounds=args.rounds, seed=args.seed,
                              num_workers=args.num_gpus, source=src.identity, input_paths=tuple(src.paths),
-                             about=about)
+                             about=about, templify=not args.no_templify, history_budget=args.history_budget)
     print(_summary(outcome, time.perf_counter() - start, output))
     if args.push_to_hub:
         from .hub import PushError, push_output_dir
@@ -261,6 +267,8 @@ def _generation(synth, args: argparse.Namespace) -> dict:
 
     info = {**synth.settings(), "rounds": args.rounds}
     if args.rounds > 1:
+        info["history_budget"] = args.history_budget
+    if not args.no_templify:
         info.update(templify_version=templify_version(), templify_seed=args.seed)
     return info
 

@@ -101,10 +101,11 @@ def format_pairs(pairs: list[Pair]) -> str:
 
 
 def cook_training_text(text: str, pairs: list[Pair]) -> str:
-    """The single-round instruction-augmented pre-training text for one raw text.
+    """The tagged history text of one link, as M-shot rounds feed it back to the synthesizer.
 
     It is the prompt followed by the pairs in tag format and ``</s>``: exactly what the
-    synthesizer would have read and written.
+    synthesizer read and wrote. It is not the pre-training text a model is trained on:
+    that is the templified text (``augmented_texts``; :mod:`hf_instruct_synth.templify`).
 
     Example:
         >>> cook_training_text("Ada wrote code.", [{"instruction": "Who wrote code?", "response": "Ada"}])

@@ -61,6 +61,8 @@ def synthesize_with_ray(
     source_id: str | None = None,
     input_paths: tuple[str, ...] = (),
     about: dict | None = None,
+    templify: bool = True,
+    history_budget: str = "tokens",
     report: bool = False,
 ) -> SynthesisStats | RunOutcome:
     """Run the job on Ray: ``source`` is a ``datasets.Dataset``, a parquet file, a folder of them, or a list of files.
@@ -85,15 +87,16 @@ def synthesize_with_ray(
             raise ValueError(f"{name} must be at least 1, got {value}")
     units, fingerprint, dataset, schema = _units(source, shard_rows, pq)
     job = job_record(synthesizer, source_id or fingerprint, split=split, shard_rows=shard_rows,
-                     rows=units[-1]["stop"] if units else 0, rounds=rounds, seed=seed)
+                     rows=units[-1]["stop"] if units else 0, rounds=rounds, seed=seed, templify=templify,
+                     history_budget=history_budget)
     if dataset is not None:
-        schema = output_features(dataset.features, synthesizer, rounds).arrow_schema
+        schema = output_features(dataset.features, synthesizer, rounds, templify).arrow_schema
     elif rounds > 1:
-        schema = output_features(None, synthesizer, rounds).arrow_schema
+        schema = output_features(None, synthesizer, rounds, templify).arrow_schema
     else:
         import datasets
 
-        schema = output_features(datasets.Features.from_arrow_schema(schema), synthesizer, rounds).arrow_schema
+        schema = output_features(datasets.Features.from_arrow_schema(schema), synthesizer, rounds, templify).arrow_schema
     store = ShardStore(output_dir, job, split=split, schema=schema,
                        input_paths=tuple(input_paths) or tuple(u["path"] for u in units if u["path"]),
                        about=about or {"generation": synthesizer.settings()})
@@ -107,7 +110,7 @@ def synthesize_with_ray(
                 ray.init()
             if num_gpus_per_actor is None:
                 num_gpus_per_actor = 1 if ray.cluster_resources().get("GPU", 0) else 0
-            work = ShardWriter(synthesizer, store, batch_size, rounds, seed)
+            work = ShardWriter(synthesizer, store, batch_size, rounds, seed, templify, history_budget)
             pipeline = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
                 _SynthesizerActor, fn_constructor_kwargs={"work": work, "source": dataset}, batch_size=1,
                 concurrency=max(1, min(num_actors, len(todo))), num_gpus=num_gpus_per_actor,

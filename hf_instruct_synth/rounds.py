@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 
+from .format import build_prompt, cook_training_text
 from .synthesizer import InstructionSynthesizer
 from .templify import templify_version, templify_with_modes
 
@@ -34,14 +35,35 @@ def build_chains(n: int, rounds: int) -> list[list[int]]:
     return [[s[i] for s in slices if i < len(s)] for i in range(k)]
 
 
+HISTORY_BUDGETS = ("tokens", "words")
+
+
+def fits_history(prompt_ids: list[int], prompt_text: str, limit: int, budget: str) -> bool:
+    """Whether a prompt with history may be used: its real token count (``tokens``, the default) or the
+    reference scripts' estimate, ``len(text.split(" ")) * 1.5`` (``words``), within ``limit``.
+
+    A ``words`` estimate that admits a prompt whose real tokens do not fit still starts fresh: a
+    prompt longer than the context cannot be generated from.
+
+    Example:
+        >>> fits_history([0] * 10, "a b c d", 6, "words"), fits_history([0] * 10, "a b c d", 6, "tokens")
+        (True, False)
+    """
+    if budget == "words" and len(prompt_text.split(" ")) * 1.5 > limit:
+        return False
+    return len(prompt_ids) <= limit
+
+
 def synthesize_rounds(dataset, synthesizer: InstructionSynthesizer, rounds: int = 2, *, seed: int = 0,
-                      templify: bool = True, row_offset: int = 0):
+                      templify: bool = True, row_offset: int = 0, history_budget: str = "tokens"):
     """Run ``rounds``-round M-shot synthesis over ``dataset``; return one row per chain.
 
     Columns: ``chain_id``, ``rows`` (input row indices, oldest link first), ``links``
     (``text``, ``instruction_response_pairs``, ``synthesizer_output``, ``inherits``),
     and with ``templify``: ``augmented_texts``, ``template_modes``, ``templify_version``,
     ``templify_seed``. ``row_offset`` shifts row numbers (the runner's shards).
+    ``history_budget`` decides whether a link is prompted with its chain's history
+    (:func:`fits_history`): ``"tokens"`` counts real tokens, ``"words"`` is the reference's estimate.
 
     Example:
         >>> chains = synthesize_rounds(ds, InstructionSynthesizer(model=DEMO_MODEL), rounds=2)  # doctest: +SKIP
@@ -49,6 +71,8 @@ def synthesize_rounds(dataset, synthesizer: InstructionSynthesizer, rounds: int 
     """
     from datasets import Dataset
 
+    if history_budget not in HISTORY_BUDGETS:
+        raise ValueError(f"history_budget must be one of {HISTORY_BUDGETS}, got {history_budget!r}")
     start = time.perf_counter()
     synth = synthesizer
     texts = list(dataset[synth.text_column]) if synth.text_column in dataset.column_names else \
@@ -73,7 +97,8 @@ def synthesize_rounds(dataset, synthesizer: InstructionSynthesizer, rounds: int 
             ids = None
             if history[c]:
                 ids = synth.encode_prompt(texts[row], history[c])
-                if len(ids) > limit:
+                text = "".join(cook_training_text(t, p) for t, p in history[c]) + build_prompt(texts[row])
+                if not fits_history(ids, text, limit, history_budget):
                     ids, history[c] = None, []  # does not fit: start fresh
                 else:
                     link["inherits"] = True

@@ -65,6 +65,7 @@ def run_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: str | o
                split: str = "train", shard_rows: int = 10_000, batch_size: int = 256, overwrite: bool = False,
                progress: bool = True, rounds: int = 1, seed: int = 0, num_workers: int = 1,
                source: str | None = None, input_paths: tuple[str, ...] = (), about: dict | None = None,
+               templify: bool = True, history_budget: str = "tokens",
                log: Callable[[str], None] | None = None) -> RunOutcome:
     """Run the job into ``output_dir`` and report what this run did.
 
@@ -73,7 +74,9 @@ def run_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: str | o
     fingerprint as the input's identity when given (the CLI passes a content digest of
     local files). ``num_workers`` > 1 spreads shards over that many processes, worker
     ``r`` on ``cuda:{r}``. With ``rounds`` > 1 each shard's rows are chained M-shot
-    (:mod:`~hf_instruct_synth.rounds`). ``input_paths``: local files the run reads (an
+    (:mod:`~hf_instruct_synth.rounds`; ``history_budget`` ``"tokens"`` or the reference's
+    ``"words"``). With ``templify`` (default) every row also gets ``augmented_texts``, its
+    pre-training text(s) with the pairs templified, and ``template_modes``. ``input_paths``: local files the run reads (an
     output folder holding one is refused). ``about`` is recorded in the manifest for the
     card and for reproducing the run (default: the synthesizer's settings). ``log`` receives one line per notable event
     (damaged shards found, files removed); default: standard error.
@@ -93,9 +96,9 @@ def run_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: str | o
         raise ValueError("a streamed dataset has no fingerprint: pass source=<a stable name of the input>")
     total_rows = None if streaming else len(dataset)
     job = job_record(synthesizer, source or dataset._fingerprint, split=split, shard_rows=shard_rows,
-                     rows=total_rows, rounds=rounds, seed=seed)
+                     rows=total_rows, rounds=rounds, seed=seed, templify=templify, history_budget=history_budget)
     features = None if streaming and dataset.features is None else output_features(dataset.features, synthesizer,
-                                                                                    rounds)
+                                                                                    rounds, templify)
     store = ShardStore(output_dir, job, split=split, input_paths=input_paths,
                        schema=features.arrow_schema if features is not None else None,
                        about=about or {"generation": synthesizer.settings()})
@@ -108,7 +111,7 @@ def run_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: str | o
         before = set(store.verify(shard_rows, total_rows))
         for line in store.repaired:
             log(line)
-        work = ShardWriter(synthesizer, store, batch_size, rounds, seed)
+        work = ShardWriter(synthesizer, store, batch_size, rounds, seed, templify, history_budget)
         bar = tqdm(total=total_rows, unit="row", desc="Synthesizing", disable=not progress, dynamic_ncols=True)
         bar.update(sum(s.stop - s.start for i, s in store.finished().items()))
         if streaming:
@@ -152,7 +155,8 @@ def check_positive(**values: int | None) -> None:
 
 
 def job_record(synthesizer: InstructionSynthesizer, input_id: str | None, *, split: str, shard_rows: int,
-               rows: int | None, rounds: int, seed: int) -> dict:
+               rows: int | None, rounds: int, seed: int, templify: bool = True,
+               history_budget: str = "tokens") -> dict:
     """What identifies a job: a re-run with the same record resumes, another one is refused.
 
     ``model_commit`` (the Hub commit the model name resolved to) is recorded too, but
@@ -168,24 +172,29 @@ def job_record(synthesizer: InstructionSynthesizer, input_id: str | None, *, spl
         "shard_rows": shard_rows,
         "rows": rows,
         "rounds": rounds,
-        "templify_seed": seed if rounds > 1 else None,
+        "templify": templify,
+        "templify_seed": seed if templify else None,
+        "history_budget": history_budget if rounds > 1 else None,
     }
 
 
-def output_features(input_features, synthesizer: InstructionSynthesizer, rounds: int):
+def output_features(input_features, synthesizer: InstructionSynthesizer, rounds: int, templify: bool = True):
     """The ``datasets.Features`` of every shard: the input's columns and ours (or the chains' with rounds)."""
-    from datasets import Features
+    from datasets import Features, List, Value
 
     from .rounds import chain_features
     from .synthesizer import OUTPUT_FEATURES
 
     if rounds > 1:
-        return chain_features()
+        return chain_features(templify)
     features = dict(input_features or {})
     text = features.get(synthesizer.text_column)
     if text is not None and getattr(text, "dtype", None) not in ("string", "large_string"):
         features[synthesizer.text_column] = OUTPUT_FEATURES["synthesizer_output"]  # decoded to strings by us
-    return Features({**features, **OUTPUT_FEATURES})
+    ours = dict(OUTPUT_FEATURES)
+    if templify:
+        ours.update(augmented_texts=List(Value("string")), template_modes=List(Value("string")))
+    return Features({**features, **ours})
 
 
 @dataclass
@@ -197,6 +206,8 @@ class ShardWriter:
     batch_size: int
     rounds: int
     seed: int
+    templify: bool = True
+    history_budget: str = "tokens"
     worker: int = 0
 
     def write(self, rows, index: int, start: int) -> None:
@@ -208,7 +219,8 @@ class ShardWriter:
         if self.rounds > 1:
             from .rounds import synthesize_rounds
 
-            table = synthesize_rounds(rows, synth, self.rounds, seed=self.seed, row_offset=start).data.table
+            table = synthesize_rounds(rows, synth, self.rounds, seed=self.seed, row_offset=start,
+                                      templify=self.templify, history_budget=self.history_budget).data.table
         else:
             from .inputs import as_text
 
@@ -224,6 +236,13 @@ class ShardWriter:
                                              pa.array([as_text(t) for t in batch[col]], pa.string()))
                 for name, values in result.items():
                     table = table.append_column(name, pa.array(values))
+                if self.templify:
+                    from .templify import augment_rows
+
+                    texts = [as_text(t) for t in batch[col]]
+                    augmented, modes = augment_rows(texts, result["instruction_response_pairs"], self.seed)
+                    table = table.append_column("augmented_texts", pa.array(augmented, pa.list_(pa.string())))
+                    table = table.append_column("template_modes", pa.array(modes, pa.list_(pa.string())))
                 tables.append(table)
             table = pa.concat_tables(tables, promote_options="permissive")
         self.store.write(index, start, table, _diff(synth.stats, before), input_rows=len(rows), worker=self.worker)

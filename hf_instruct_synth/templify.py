@@ -23,7 +23,9 @@ LAYOUTS = ("classic", "dialog", "numbered", "inline", "next_turn")
 #: Layout weights (percent) as in the paper's code: few pairs favour the classic layout.
 WEIGHTS_FEW_PAIRS = {"classic": 95, "dialog": 5}
 WEIGHTS = {"classic": 80, "dialog": 5, "numbered": 5, "inline": 5, "next_turn": 5}
-INVERSION_PROBABILITY = 0.05
+INVERSION_PROBABILITY = 0.05  # drawn only with the classic layout, as the reference does
+#: Bumped whenever a structural rule changes what a seed renders (recorded with every text).
+RULES_VERSION = 2
 
 COT_MARK = "\nLet's think step by step."
 COT_ANSWER = "\nTherefore, the answer is "
@@ -39,7 +41,7 @@ def templates() -> dict[str, Any]:
 
 def templify_version() -> str:
     """Package and template versions, recorded with every templified row."""
-    return f"{__version__}+templates.{templates()['version']}"
+    return f"{__version__}+templates.{templates()['version']}+rules.{RULES_VERSION}"
 
 
 def classify(pair: dict) -> dict | None:
@@ -51,7 +53,7 @@ def classify(pair: dict) -> dict | None:
     """
     q, a = pair["instruction"].strip(), pair["response"].strip()
     part = {"kind": "plain", "stem": q, "reasoning": None, "answer": a, "options": None}
-    if q.endswith(COT_MARK.strip()) and COT_MARK.strip() != q:
+    if q.endswith(COT_MARK) and COT_MARK.strip() != q:  # the marker on its own line, as the reference requires
         if COT_ANSWER.strip() not in a:
             return None
         reasoning, final = a.rsplit(COT_ANSWER.strip(), 1)
@@ -121,7 +123,7 @@ def draw_layout(rng: random.Random, min_pairs: int) -> str:
 def _render(segment: list[tuple[dict, list[dict]]], rng: random.Random) -> dict:
     t = templates()
     layout = draw_layout(rng, min(len(parts) for _, parts in segment))
-    inverted = rng.random() < INVERSION_PROBABILITY
+    inverted = rng.random() < INVERSION_PROBABILITY and layout == "classic"
     style = {
         "intro": rng.choice(t["context_intro"]), "questions": rng.choice(t["questions_intro"]),
         "qa": rng.choice(t["qa"]), "roles": rng.choice(t["dialog_roles"]), "dialog": rng.choice(t["dialog_intro"]),
@@ -190,3 +192,60 @@ def _layout(layout: str, inverted: bool, text: str, pairs: list[tuple[str, str]]
     if inverted:
         return tail + "\n\n" + s["inversion"] + text
     return head + joiner + tail
+
+
+def row_seed(seed: int, text: str) -> int:
+    """The templify seed of one text at M = 1: from the run's seed and the text's content (no row index,
+    no Python ``hash()``), so the same text renders the same way in any process and any shard.
+
+    Example:
+        >>> row_seed(0, "Ada wrote code.") == row_seed(0, "Ada wrote code.") != row_seed(1, "Ada wrote code.")
+        True
+    """
+    import hashlib
+
+    return int(hashlib.sha256(f"{seed}\0{text}".encode()).hexdigest()[:16], 16)
+
+
+def augment_rows(texts: list, pairs: list, seed: int = 0) -> tuple[list[list[str]], list[list[str]]]:
+    """Pre-training texts of single texts (M = 1): each its raw text with its pairs templified.
+
+    A text without pairs is its raw text alone; a missing (invalid) text gives no text.
+    Returns ``(augmented_texts, template_modes)``, one list each per row.
+
+    Example:
+        >>> augment_rows(["Ada wrote code."], [[]])
+        ([['Ada wrote code.']], [['raw']])
+    """
+    texts_out, modes_out = [], []
+    for text, row_pairs in zip(texts, pairs):
+        if not isinstance(text, str) or not text.strip():
+            texts_out.append([])
+            modes_out.append([])
+            continue
+        rendered = templify_with_modes([{"text": text, "instruction_response_pairs": row_pairs or [],
+                                         "inherits": False}], seed=row_seed(seed, text))
+        texts_out.append([t["text"] for t in rendered])
+        modes_out.append([t["mode"] + ("+inverted" if t["inverted"] else "") for t in rendered])
+    return texts_out, modes_out
+
+
+class Templify:
+    """A batched ``ds.map`` transform: adds ``augmented_texts`` and ``template_modes`` to a dataset with pairs.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"text": ["Ada wrote code."],
+        ...                         "instruction_response_pairs": [[{"instruction": "Who wrote code?", "response": "Ada"}]]})
+        >>> out = ds.map(Templify(seed=0), batched=True)
+        >>> "Ada wrote code." in out[0]["augmented_texts"][0] and "Who wrote code?" in out[0]["augmented_texts"][0]
+        True
+    """
+
+    def __init__(self, seed: int = 0, text_column: str = "text",
+                 pairs_column: str = "instruction_response_pairs") -> None:
+        self.seed, self.text_column, self.pairs_column = seed, text_column, pairs_column
+
+    def __call__(self, batch: dict) -> dict:
+        texts, modes = augment_rows(batch[self.text_column], batch[self.pairs_column], self.seed)
+        return {"augmented_texts": texts, "template_modes": modes}
