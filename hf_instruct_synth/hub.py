@@ -196,6 +196,25 @@ def push_augmented_to_hub(
 def _push(repo_id: str, *, split: str, files: dict[str, tuple[Path, str]], run_stats: SynthesisStats,
           data_stats: DataStats, card_info: dict, extra: dict[str, bytes], token, private, revision,
           max_files_per_commit: int, retries: int, backoff_s: float, progress: bool, local_dir: Path | None) -> str:
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet = not progress and not are_progress_bars_disabled()
+    if quiet:
+        disable_progress_bars()  # huggingface_hub's own upload bars
+    try:
+        return _push_quietly(repo_id, split=split, files=files, run_stats=run_stats, data_stats=data_stats,
+                             card_info=card_info, extra=extra, token=token, private=private, revision=revision,
+                             max_files_per_commit=max_files_per_commit, retries=retries, backoff_s=backoff_s,
+                             progress=progress, local_dir=local_dir)
+    finally:
+        if quiet:
+            enable_progress_bars()
+
+
+def _push_quietly(repo_id: str, *, split: str, files: dict[str, tuple[Path, str]], run_stats: SynthesisStats,
+                  data_stats: DataStats, card_info: dict, extra: dict[str, bytes], token, private, revision,
+                  max_files_per_commit: int, retries: int, backoff_s: float, progress: bool,
+                  local_dir: Path | None) -> str:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from tqdm.auto import tqdm
 

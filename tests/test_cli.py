@@ -170,7 +170,8 @@ def test_quickstart_example_runs(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], capture_output=True,
                           text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Q: " in proc.stdout and "<s> <CON> " in proc.stdout
+    first = json.loads((EXAMPLES / "paragraphs.jsonl").read_text().splitlines()[0])["text"]
+    assert "Q: " in proc.stdout and first in proc.stdout.split("pre-training text:")[1]
 
 
 def test_demo_model_is_small_and_documented():
