@@ -34,6 +34,7 @@ def token_budget_buckets(
     pad_to_multiple_of: int = 1,
     sort: bool = True,
     max_pad_fraction: float | None = None,
+    max_prompt_tokens: int | None = None,
 ) -> list[Bucket]:
     """Cut prompts into buckets with ``rows × (width + max_new_tokens) <= max_batch_tokens``.
 
@@ -41,8 +42,11 @@ def token_budget_buckets(
     of similar length and padding stays small; without it they keep their order (the
     baseline the benchmarks compare against). With ``max_pad_fraction`` a prompt also
     starts a new bucket when its padding would exceed that fraction of the bucket's width
-    (so a bucket's pad share stays under it). A prompt that alone exceeds the budget gets a
-    bucket of its own.
+    (so a bucket's pad share stays under it); the padding counted there is the one length
+    differences make, not the rounding to ``pad_to_multiple_of`` (which every row of a width
+    pays alike). With ``max_prompt_tokens`` a bucket's padded prompt positions, ``rows ×
+    width``, also stay under it: the prompt pass is not chunked, and its activations need
+    room beside the KV cache. A prompt that alone exceeds the budget gets a bucket of its own.
 
     Example:
         >>> [b.indices for b in token_budget_buckets([5, 50, 6, 48], max_new_tokens=10, max_batch_tokens=130)]
@@ -53,18 +57,21 @@ def token_budget_buckets(
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if sort else list(range(len(lengths)))
     buckets: list[Bucket] = []
     current: list[int] = []
-    width = filled = 0  # filled: real prompt tokens in the current bucket
+    width = longest = filled = 0  # filled: real prompt tokens in the current bucket; longest: unrounded
     for i in order:
         new_width = max(width, round_up(lengths[i], pad_to_multiple_of))
+        new_longest = max(longest, lengths[i])
         rows = len(current) + 1
         too_padded = (max_pad_fraction is not None
-                      and rows * new_width - filled - lengths[i] > max_pad_fraction * rows * new_width)
-        if current and (too_padded or rows * (new_width + max_new_tokens) > max_batch_tokens):
+                      and rows * new_longest - filled - lengths[i] > max_pad_fraction * rows * new_longest)
+        too_wide = max_prompt_tokens is not None and rows * new_width > max_prompt_tokens
+        if current and (too_padded or too_wide or rows * (new_width + max_new_tokens) > max_batch_tokens):
             buckets.append(Bucket(current, width))
-            current, filled, new_width = [], 0, round_up(lengths[i], pad_to_multiple_of)
+            current, filled = [], 0
+            new_width, new_longest = round_up(lengths[i], pad_to_multiple_of), lengths[i]
         current.append(i)
         filled += lengths[i]
-        width = new_width
+        width, longest = new_width, new_longest
     if current:
         buckets.append(Bucket(current, width))
     return buckets

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,10 @@ def resolve_placement(device: str | None, dtype: str | None, attn: str | None,
                       rank: int | None) -> tuple[str, str, str]:
     """Pick ``(device, dtype, attn_implementation)``: forced values win, else the best available.
 
-    GPU: ``cuda:{rank % device_count}``, bf16, ``flash_attention_2`` when ``flash_attn``
-    imports (else ``sdpa``). CPU: float32 and ``sdpa``.
+    GPU: ``cuda:{rank % device_count}`` (``cuda:0`` once the worker is pinned, see
+    :func:`pin_worker_to_gpu`), bf16, ``flash_attention_2`` when transformers finds a working
+    flash-attn, the dtype is fp16/bf16 and the GPU is Ampere or newer (else ``sdpa``). CPU:
+    float32 and ``sdpa``.
     """
     import torch
 
@@ -25,16 +26,75 @@ def resolve_placement(device: str | None, dtype: str | None, attn: str | None,
     if device is None:
         device = f"cuda:{(rank or 0) % torch.cuda.device_count()}" if cuda else "cpu"
     on_gpu = device.startswith("cuda")
+    if on_gpu:  # before the first allocation: fewer fragmentation OOMs on varied batch shapes
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     if dtype is None:
         dtype = "bfloat16" if on_gpu else "float32"
     if attn is None:
-        attn = "flash_attention_2" if on_gpu and importlib.util.find_spec("flash_attn") else "sdpa"
+        attn = "flash_attention_2" if on_gpu and flash_attention_usable(device, dtype) else "sdpa"
     return device, dtype, attn
+
+
+def flash_attention_usable(device: str, dtype: str) -> bool:
+    """Whether flash-attention 2 can run here: transformers' own check (a build that imports against
+    this torch), a half-precision dtype, and compute capability 8.0 or newer."""
+    import torch
+
+    if dtype not in ("bfloat16", "float16"):
+        return False
+    try:
+        from transformers.utils import is_flash_attn_2_available
+
+        if not is_flash_attn_2_available():
+            return False
+    except ImportError:
+        return False
+    try:
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    except (RuntimeError, AssertionError, ValueError):
+        return False
+
+
+def gpu_for_rank(rank: int, visible: str | None, count: int) -> str:
+    """The GPU a worker of ``rank`` owns: an entry of ``CUDA_VISIBLE_DEVICES`` (or of ``0..count-1``).
+
+    Example:
+        >>> gpu_for_rank(1, "3,5", 2), gpu_for_rank(3, None, 2)
+        ('5', '1')
+    """
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(count)]
+    if not ids:
+        raise ValueError("no GPU is visible (CUDA_VISIBLE_DEVICES is empty)")
+    return ids[rank % len(ids)]
+
+
+def pin_worker_to_gpu(rank: int | None) -> str | None:
+    """In a worker process, before any CUDA call: show it only its own GPU (``CUDA_VISIBLE_DEVICES``).
+
+    Then every library in the worker (vLLM, transformers' continuous batching, our engines)
+    sees one GPU as ``cuda:0`` and sizes itself from that GPU. Returns the GPU id pinned, or
+    ``None`` when there is nothing to pin (no rank, no GPU, or CUDA already initialised).
+    """
+    import torch
+
+    if rank is None or not torch.cuda.is_available() or torch.cuda.is_initialized():
+        return None
+    gpu = gpu_for_rank(rank, os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.device_count())
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    return gpu
+
+
+_WARNED: set[str] = set()
 
 
 def load_model_and_tokenizer(model: Any, tokenizer: Any, *, revision: str | None, device: str,
                              dtype: str, attn_implementation: str):
-    """Return ``(model, tokenizer)`` ready for generation, loading whatever was given by name."""
+    """Return ``(model, tokenizer)`` ready for generation, loading whatever was given by name.
+
+    A model given by name is loaded straight onto ``device`` (``device_map``), never staged
+    in host memory first. If flash-attention 2 fails to load (a build broken against this
+    torch), it falls back to SDPA and says so once.
+    """
     import torch
     from transformers import AutoModelForCausalLM, PreTrainedModel
 
@@ -43,14 +103,23 @@ def load_model_and_tokenizer(model: Any, tokenizer: Any, *, revision: str | None
         if str(loaded.device) != device and not hasattr(loaded, "hf_device_map"):
             loaded = loaded.to(device)
     else:
+        def load(attn: str):
+            return AutoModelForCausalLM.from_pretrained(str(model), revision=revision, dtype=getattr(torch, dtype),
+                                                        attn_implementation=attn, device_map=device)
+
         try:
-            loaded = AutoModelForCausalLM.from_pretrained(
-                str(model), revision=revision, dtype=getattr(torch, dtype),
-                attn_implementation=attn_implementation,
-            )
+            try:
+                loaded = load(attn_implementation)
+            except (ImportError, ValueError) as err:
+                if attn_implementation != "flash_attention_2":
+                    raise
+                if "flash" not in _WARNED:
+                    _WARNED.add("flash")
+                    print(f"warning: flash_attention_2 could not be used ({str(err).splitlines()[0][:120]}); "
+                          "using sdpa", file=__import__("sys").stderr)
+                loaded = load("sdpa")
         except OSError as err:
             raise OSError(_unreachable(model, err)) from err
-        loaded = loaded.to(device)
     loaded.eval()
     return loaded, load_tokenizer(model if not isinstance(model, PreTrainedModel) else loaded.name_or_path,
                                   tokenizer, revision=revision)

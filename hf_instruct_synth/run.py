@@ -245,7 +245,8 @@ class ShardWriter:
                     table = table.append_column("template_modes", pa.array(modes, pa.list_(pa.string())))
                 tables.append(table)
             table = pa.concat_tables(tables, promote_options="permissive")
-        self.store.write(index, start, table, _diff(synth.stats, before), input_rows=len(rows), worker=self.worker)
+        self.store.write(index, start, table, _diff(synth.stats, before), input_rows=len(rows), worker=self.worker,
+                         placement=synth.placement)
 
 
 def _run_stream(dataset, shard_rows: int, done: set[int], work: ShardWriter, bar) -> None:

@@ -69,6 +69,7 @@ class ShardInfo:
     sha256: str
     worker: int = 0
     stats: dict = field(default_factory=dict)
+    placement: dict = field(default_factory=dict)  # where the writing process ran its model
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -333,7 +334,7 @@ class ShardStore:
         return [(i, s, min(s + shard_rows, total_rows)) for i, s in enumerate(starts) if i not in done]
 
     def write(self, index: int, start: int, table: Any, stats: SynthesisStats, *, input_rows: int,
-              worker: int = 0) -> ShardInfo:
+              worker: int = 0, placement: dict | None = None) -> ShardInfo:
         """Write one shard (an Arrow table) atomically, then its sidecar; return what was recorded.
 
         ``input_rows`` is how many input rows the shard covers, ``[start, start + input_rows)``;
@@ -351,7 +352,8 @@ class ShardStore:
         os.replace(tmp, path)
         info = ShardInfo(index=index, start=start, stop=start + input_rows, rows=table.num_rows,
                          file=path.relative_to(self.root).as_posix(), size=path.stat().st_size,
-                         sha256=sha256_file(path), worker=worker, stats=stats.to_dict())
+                         sha256=sha256_file(path), worker=worker, stats=stats.to_dict(),
+                         placement=dict(placement or {}))
         write_json_atomic(self.sidecar_path(index), asdict(info))
         return info
 

@@ -151,6 +151,7 @@ class InstructionSynthesizer:
         self.engine = engine
         self.stats = SynthesisStats()
         self.model_commit: str | None = None  # the Hub commit loaded, once pinned (pin_revision)
+        self.placement: dict[str, Any] = {}  # where this process loaded: rank, pinned GPU, device, attention
         self._fingerprint: str | None = None
         self._loaded: dict[str, Any] | None = None  # model, tokenizer, engine, once loaded
 
@@ -370,8 +371,14 @@ class InstructionSynthesizer:
                               resolve_placement)
         from .engines import make_engine
 
+        from .loading import pin_worker_to_gpu
+
         engine_name = self.resolved_engine()
         revision = self.model_commit or self.revision
+        # a worker of rank r sees only its own GPU, before any CUDA call: then vLLM and transformers'
+        # continuous batching size themselves from that GPU, and our placement is cuda:0
+        pinned = pin_worker_to_gpu(rank) if self.device is None and isinstance(self.engine, str) else None
+        self.placement = {"rank": rank, "gpu": pinned, "device": None}
         if not isinstance(self.engine, str):  # an Engine the caller built: it holds its model
             tokenizer = getattr(self.engine, "tokenizer", None) or load_tokenizer(self.model, self.tokenizer,
                                                                                  revision=revision)
@@ -388,7 +395,9 @@ class InstructionSynthesizer:
                                 tokenizer=self.tokenizer if isinstance(self.tokenizer, str) else None,
                                 dtype=self.dtype or "auto")
         else:
-            device, dtype, attn = resolve_placement(self.device, self.dtype, self.attn_implementation, rank)
+            device, dtype, attn = resolve_placement(self.device, self.dtype, self.attn_implementation,
+                                                    0 if pinned is not None else rank)
+            self.placement.update(device=device, attn_implementation=attn, dtype=dtype)
             model, tokenizer = load_model_and_tokenizer(self.model, self.tokenizer, revision=revision,
                                                         device=device, dtype=dtype, attn_implementation=attn)
             eos = eos_token_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
@@ -396,7 +405,8 @@ class InstructionSynthesizer:
                                  pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0],
                                  max_batch_tokens=self.max_batch_tokens or default_max_batch_tokens(model),
                                  pad_to_multiple_of=8 if str(model.device).startswith("cuda") else 1,
-                                 max_pad_fraction=self.max_pad_fraction)
+                                 max_pad_fraction=self.max_pad_fraction,
+                                 max_prompt_tokens=default_max_prompt_tokens(model))
         self._loaded = {"model": model, "tokenizer": tokenizer, "engine": engine}
         return self._loaded
 
@@ -475,7 +485,8 @@ class InstructionSynthesizer:
 
 
 def default_max_batch_tokens(model) -> int:
-    """Token budget: on CUDA, 60 % of free memory over the KV-cache bytes of one token."""
+    """Token budget: on CUDA, 55 % of free memory over the KV-cache bytes of one token (the prompt
+    pass gets its own share: :func:`default_max_prompt_tokens`); 8192 on CPU."""
     import torch
 
     if not str(model.device).startswith("cuda"):
@@ -485,7 +496,33 @@ def default_max_batch_tokens(model) -> int:
     kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     per_token = 2 * cfg.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
     free, _ = torch.cuda.mem_get_info(model.device)
-    return max(4096, min(int(free * 0.6 // per_token), 1 << 20))
+    return max(4096, min(int(free * 0.55 // per_token), 1 << 20))
+
+
+def prefill_bytes_per_token(config, itemsize: int) -> int:
+    """An estimate of the activation bytes one prompt token needs at the peak of the (unchunked) prompt
+    pass: the hidden states and attention projections (4 × hidden) and the MLP's gate, up and
+    activation (3 × intermediate). About 116 KiB for Mistral-7B in bf16.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> prefill_bytes_per_token(SimpleNamespace(hidden_size=4096, intermediate_size=14336), 2) // 1024
+        116
+    """
+    hidden = config.hidden_size
+    inter = getattr(config, "intermediate_size", None) or 4 * hidden
+    return itemsize * (4 * hidden + 3 * inter)
+
+
+def default_max_prompt_tokens(model) -> int | None:
+    """Padded prompt positions one sub-batch may send through the prompt pass: on CUDA, 20 % of free
+    memory over :func:`prefill_bytes_per_token`; no cap on CPU."""
+    import torch
+
+    if not str(model.device).startswith("cuda"):
+        return None
+    free, _ = torch.cuda.mem_get_info(model.device)
+    return max(4096, int(free * 0.2 // prefill_bytes_per_token(model.config, model.dtype.itemsize)))
 
 
 def _register_datasets_hasher() -> None:

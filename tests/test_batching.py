@@ -10,18 +10,36 @@ from hf_instruct_synth.batching import left_pad, token_budget_buckets
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(1, 500), max_size=80), st.integers(0, 64), st.integers(64, 4096),
-       st.sampled_from([1, 8]), st.booleans(), st.sampled_from([None, 0.1, 0.3]))
-def test_buckets_cover_every_row_once_and_respect_the_budget(lengths, new, budget, multiple, sort, max_pad):
+       st.sampled_from([1, 8]), st.booleans(), st.sampled_from([None, 0.1, 0.3]), st.sampled_from([None, 600, 3000]))
+def test_buckets_cover_every_row_once_and_respect_the_budget(lengths, new, budget, multiple, sort, max_pad,
+                                                             max_prompt):
     buckets = token_budget_buckets(lengths, new, budget, pad_to_multiple_of=multiple, sort=sort,
-                                   max_pad_fraction=max_pad)
+                                   max_pad_fraction=max_pad, max_prompt_tokens=max_prompt)
     seen = sorted(i for b in buckets for i in b.indices)
     assert seen == list(range(len(lengths)))
     for b in buckets:
         assert b.width >= max(lengths[i] for i in b.indices) and b.width % multiple == 0
+        assert b.width == -(-max(lengths[i] for i in b.indices) // multiple) * multiple  # no wider than needed
         if len(b.indices) > 1:
             assert len(b.indices) * (b.width + new) <= budget
-            if max_pad is not None:
-                assert b.pad_tokens(lengths) <= max_pad * len(b.indices) * b.width
+            if max_prompt is not None:
+                assert len(b.indices) * b.width <= max_prompt
+            if max_pad is not None:  # padding from length differences; the rounding is the same for every row
+                longest = max(lengths[i] for i in b.indices)
+                assert sum(longest - lengths[i] for i in b.indices) <= max_pad * len(b.indices) * longest
+
+
+def test_rounding_to_a_multiple_is_not_counted_as_padding():
+    buckets = token_budget_buckets([57] * 100, 16, 10**6, pad_to_multiple_of=8, max_pad_fraction=0.1)
+    assert len(buckets) == 1 and buckets[0].width == 64
+
+
+def test_longest_prompts_go_first():
+    buckets = token_budget_buckets([5, 300, 40, 120, 7], 10, 400)
+    assert buckets[0].indices[0] == 1 and [len(b.indices) for b in buckets][0] == 1
+    firsts = [max(b.indices, key=lambda i: [5, 300, 40, 120, 7][i]) for b in buckets]
+    widths = [b.width for b in buckets]
+    assert widths == sorted(widths, reverse=True) and firsts[0] == 1
 
 
 def test_sorting_reduces_padding_on_a_skewed_mix():

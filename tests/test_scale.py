@@ -37,6 +37,7 @@ def test_two_worker_processes_write_the_same_rows(tiny_model_dir, tmp_path, sour
                               shard_rows=4, num_workers=2, progress=False)
     assert _rows(tmp_path) == reference
     assert {s["worker"] for s in _sidecars(tmp_path)} == {0, 1}  # both processes took shards
+    assert all(s["placement"]["rank"] == s["worker"] for s in _sidecars(tmp_path))  # each loaded with its rank
     assert stats.rows == 14 and stats.generated_tokens == ref_stats.generated_tokens  # merged over processes
 
 

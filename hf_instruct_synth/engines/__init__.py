@@ -40,7 +40,8 @@ def finish_row(row: list[int], eos_token_ids: set[int], stats: SynthesisStats) -
 
 
 def make_engine(name: str, model, *, pad_token_id: int, eos_token_ids: list[int], max_new_tokens: int,
-                max_batch_tokens: int, pad_to_multiple_of: int = 1, max_pad_fraction: float | None = None) -> Engine:
+                max_batch_tokens: int, pad_to_multiple_of: int = 1, max_pad_fraction: float | None = None,
+                max_prompt_tokens: int | None = None) -> Engine:
     """Build the engine called ``name`` for a loaded model.
 
     ``"auto"`` here is the static engine (the synthesizer turns ``"auto"`` into ``"vllm"``
@@ -56,7 +57,8 @@ def make_engine(name: str, model, *, pad_token_id: int, eos_token_ids: list[int]
 
         return StaticEngine(model, pad_token_id=pad_token_id, eos_token_ids=eos_token_ids,
                             max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
-                            pad_to_multiple_of=pad_to_multiple_of, max_pad_fraction=max_pad_fraction)
+                            pad_to_multiple_of=pad_to_multiple_of, max_pad_fraction=max_pad_fraction,
+                            max_prompt_tokens=max_prompt_tokens)
     if name == "vllm":
         raise ValueError("engine='vllm' loads the model itself: build it with engines.vllm.VllmEngine(model_id, ...)")
     raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES} or 'auto'")

@@ -24,7 +24,7 @@ class StaticEngine:
 
     def __init__(self, model, *, pad_token_id: int, eos_token_ids: list[int], max_new_tokens: int,
                  max_batch_tokens: int, pad_to_multiple_of: int = 1, sort: bool = True,
-                 max_pad_fraction: float | None = None):
+                 max_pad_fraction: float | None = None, max_prompt_tokens: int | None = None):
         self.model = model
         self.pad_token_id = pad_token_id
         self.eos_token_ids = set(eos_token_ids)
@@ -33,6 +33,7 @@ class StaticEngine:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.sort = sort
         self.max_pad_fraction = max_pad_fraction
+        self.max_prompt_tokens = max_prompt_tokens
         self.generation_config = greedy_config(max_new_tokens, eos_token_ids, pad_token_id)
 
     def generate(self, prompts: list[list[int]], stats: SynthesisStats) -> list[list[int]]:
@@ -40,21 +41,28 @@ class StaticEngine:
         outputs: list[list[int] | None] = [None] * len(prompts)
         buckets = token_budget_buckets(lengths, self.max_new_tokens, self.max_batch_tokens,
                                        pad_to_multiple_of=self.pad_to_multiple_of, sort=self.sort,
-                                       max_pad_fraction=self.max_pad_fraction)
+                                       max_pad_fraction=self.max_pad_fraction,
+                                       max_prompt_tokens=self.max_prompt_tokens)
         pending = list(reversed(buckets))
         while pending:
             bucket = pending.pop()
+            if len(bucket.indices) > 1 and self._cost(bucket) > self.max_batch_tokens:
+                pending += self._halves(bucket, lengths)  # cut with a budget an OOM has lowered since
+                continue
+            oom = False
             try:
                 generated = self._run(bucket, prompts)
             except Exception as err:  # noqa: BLE001 - only OOM is handled, the rest re-raised
                 if not is_oom(err) or len(bucket.indices) == 1:
                     raise
+                oom = True
+            if oom:  # outside the except: the traceback no longer holds the failed batch's tensors
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                half = len(bucket.indices) // 2
+                # this size does not fit: every later sub-batch is held under it too
+                self.max_batch_tokens = max(1, min(self.max_batch_tokens, self._cost(bucket) * 3 // 4))
                 stats.oom_splits += 1
-                for part in (bucket.indices[half:], bucket.indices[:half]):
-                    pending.append(Bucket(part, round_up(max(lengths[i] for i in part), self.pad_to_multiple_of)))
+                pending += self._halves(bucket, lengths)
                 continue
             stats.batches += 1
             stats.prompt_tokens += sum(lengths[i] for i in bucket.indices)
@@ -62,6 +70,15 @@ class StaticEngine:
             for i, row in zip(bucket.indices, generated):
                 outputs[i] = finish_row(row, self.eos_token_ids, stats)
         return outputs  # type: ignore[return-value]
+
+    def _cost(self, bucket: Bucket) -> int:
+        return len(bucket.indices) * (bucket.width + self.max_new_tokens)
+
+    def _halves(self, bucket: Bucket, lengths: list[int]) -> list[Bucket]:
+        """The two halves of a bucket, in the order the pending stack pops them (first half first)."""
+        half = len(bucket.indices) // 2
+        return [Bucket(part, round_up(max(lengths[i] for i in part), self.pad_to_multiple_of))
+                for part in (bucket.indices[half:], bucket.indices[:half])]
 
     @torch.inference_mode()
     def _run(self, bucket: Bucket, prompts: list[list[int]]) -> list[list[int]]:
