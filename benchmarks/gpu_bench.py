@@ -17,21 +17,29 @@ cache; the running batch is limited by the memory left for the KV cache).
 
     python benchmarks/gpu_bench.py --write benchmarks/RESULTS.md          # on a GPU
     python benchmarks/gpu_bench.py --tiny --prompts 6                     # CPU smoke test (CI)
+
+Each method's result is written (``--json`` rewritten, a row appended to ``--write``) as
+soon as it finishes, so a run killed at a time limit keeps every finished method; run one
+method group per command (benchmarks/README.md lists the commands for a 10-minute limit).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
+import os
 import platform
 import random
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import torch
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights and local folders only: never wait on a Hub
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_instruct_synth.engines.static import StaticEngine  # noqa: E402
 from hf_instruct_synth.stats import SynthesisStats  # noqa: E402
@@ -110,13 +118,15 @@ def stop_rows_at_targets(model, targets_by_prompt: dict[tuple, int]) -> None:
         def __call__(self, input_ids, scores, **kwargs):
             return (input_ids.shape[1] - self.width) >= self.limits
 
-    original = model.generate
+    # the class's function and a weak reference: a closure over the bound method would be a reference
+    # cycle (model -> generate -> model), and the model would outlive `del` until a gc pass
+    original, ref = type(model).generate, weakref.ref(model)
 
     def generate(input_ids, attention_mask, **kw):
         rows = [tuple(r[m.bool()].tolist()) for r, m in zip(input_ids.cpu(), attention_mask.cpu())]
         limits = torch.tensor([targets_by_prompt[r] for r in rows], device=input_ids.device)
         kw["stopping_criteria"] = StoppingCriteriaList([PerRow(limits, input_ids.shape[1])])
-        return original(input_ids=input_ids, attention_mask=attention_mask, **kw)
+        return original(ref(), input_ids=input_ids, attention_mask=attention_mask, **kw)
 
     model.generate = generate
 
@@ -140,6 +150,8 @@ def run_per_row(model, prompts, targets):
 
 
 def run_continuous(model, prompts, targets, max_batch_tokens):
+    """Continuous batching; the manager starts (and warms up on two prompts) before the timer runs.
+    Returns the lengths, 0 pad, the timed seconds, and the attention implementation that ran."""
     from hf_instruct_synth.engines.continuous import ContinuousEngine
 
     engine = ContinuousEngine(model, pad_token_id=PAD, eos_token_ids=[EOS], max_new_tokens=max(targets),
@@ -148,29 +160,41 @@ def run_continuous(model, prompts, targets, max_batch_tokens):
     manager = model.init_continuous_batching(generation_config=engine.generation_config, **extra)
     manager.start()
     try:
-        for i, (p, g) in enumerate(zip(prompts, targets)):
-            manager.add_request(p, request_id=f"r{i}", max_new_tokens=g)
-        lens = {}
-        while len(lens) < len(prompts):
-            result = manager.get_result(timeout=600)
-            if result is None:
-                raise RuntimeError(f"continuous batching stopped after {len(lens)} of {len(prompts)} results")
-            if getattr(result, "is_finished", lambda: True)():
-                lens[result.request_id] = len(result.generated_tokens)
+        def run(batch, tag):
+            for i, (p, g) in enumerate(batch):
+                manager.add_request(p, request_id=f"{tag}{i}", max_new_tokens=g)
+            lens = {}
+            while len(lens) < len(batch):
+                result = manager.get_result(timeout=600)
+                if result is None:
+                    raise RuntimeError(f"continuous batching stopped after {len(lens)} of {len(batch)} results")
+                if getattr(result, "is_finished", lambda: True)():
+                    lens[result.request_id] = len(result.generated_tokens)
+            return [lens[f"{tag}{i}"] for i in range(len(batch))]
+
+        run(list(zip(prompts, targets))[:2], "warm")
+        start = time.perf_counter()
+        lens = run(list(zip(prompts, targets)), "r")
+        seconds = time.perf_counter() - start
     finally:
         manager.stop(block=True)
-    return [lens[f"r{i}"] for i in range(len(prompts))], 0
+    return lens, 0, seconds, str(getattr(model.config, "_attn_implementation", "?"))
 
 
 def run_vllm(folder: Path, prompts, targets, max_model_len):
+    """vLLM on dummy weights, leaving this process's CUDA context room; the peak is what vLLM took."""
     import vllm
 
+    free, total = torch.cuda.mem_get_info()
+    utilization = max(0.1, (free - (2 << 30)) / total)  # leave 2 GiB beside what is already taken
     llm = vllm.LLM(model=str(folder), load_format="dummy", dtype="bfloat16", max_model_len=max_model_len,
-                   skip_tokenizer_init=True, seed=0)
+                   skip_tokenizer_init=True, seed=0, gpu_memory_utilization=round(utilization, 3))
     params = [vllm.SamplingParams(temperature=0.0, max_tokens=g, ignore_eos=True, detokenize=False) for g in targets]
     start = time.perf_counter()
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts], sampling_params=params, use_tqdm=False)
-    return [len(o.outputs[0].token_ids) for o in outs], 0, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    taken = (free - torch.cuda.mem_get_info()[0]) / 2**30  # vLLM's processes, not this one's allocator
+    return [len(o.outputs[0].token_ids) for o in outs], 0, seconds, f"vllm (gpu_memory_utilization {utilization:.2f})", taken
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch-tokens", type=int, help="static engine budget (default: from free memory)")
     ap.add_argument("--methods", default="per-row,static-sdpa,static-flash,static-sdpa-nopadlimit,continuous,vllm")
     ap.add_argument("--write", type=Path, help="append the table to this markdown file")
-    ap.add_argument("--json", type=Path, help="also write the figures as JSON")
+    ap.add_argument("--json", type=Path, help="also write the figures as JSON (rewritten after each method)")
+    ap.add_argument("--die-after", help=argparse.SUPPRESS)  # tests: exit hard after the method so named
+    ap.add_argument("--vllm-config", default="/tmp/hf-instruct-synth-gpu-bench-config",
+                    help="folder for the config vLLM loads (dummy weights)")
     args = ap.parse_args(argv)
 
     from transformers import MistralConfig, MistralForCausalLM
@@ -201,37 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     max_model_len = max(len(p) + g for p, g in zip(prompts, targets)) + 8
     methods = args.methods.split(",")
     results: dict[str, dict] = {}
-
-    def record(name, fn, n=len(prompts)):
-        if device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        try:
-            out = fn()
-        except Exception as err:  # noqa: BLE001 - one method failing must not hide the others' figures
-            results[name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"}
-            print(f"{name}: failed: {results[name]['error']}", flush=True)
-            return
-        if device == "cuda":
-            torch.cuda.synchronize()
-        lens, pads = out[0], out[1]
-        seconds = out[2] if len(out) > 2 else time.perf_counter() - start
-        if lens != targets[:n]:
-            results[name] = {"error": f"generated {sum(lens)} tokens, expected {sum(targets[:n])}"}
-            print(f"{name}: wrong lengths", flush=True)
-            return
-        results[name] = {"s": seconds, "gen": sum(lens), "prompt": sum(map(len, prompts[:n])), "texts": n,
-                         "pad": pads, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
-        print(f"{name}: {seconds:.1f}s, {sum(lens) / seconds:.0f} generated tok/s", flush=True)
-
     models = {}
 
     def model_for(attn):
         if attn not in models:
-            models.clear()
-            if device == "cuda":
-                torch.cuda.empty_cache()
+            free_models()
             torch.manual_seed(0)
             with torch.device(device):
                 default = torch.get_default_dtype()
@@ -248,63 +249,114 @@ def main(argv: list[str] | None = None) -> int:
             models[attn] = m
         return models[attn]
 
+    def free_models():
+        models.clear()
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
     flash = device == "cuda" and importlib.util.find_spec("flash_attn") is not None
     weight_bytes = sum(p.numel() for p in model_for("sdpa").parameters()) * (2 if dtype == torch.bfloat16 else 4)
     free = torch.cuda.mem_get_info()[0] if device == "cuda" else 8 << 30
     budget = args.max_batch_tokens or default_max_batch_tokens(model_for("sdpa"))
     top = ceiling(cfg, prompts, targets, machine, weight_bytes, max(free * 0.9, 1), 2 if dtype == torch.bfloat16 else 4)
 
-    if "per-row" in methods:
-        k = min(args.per_row, len(prompts))
-        record(f"per-row generate (model card), first {k} prompts", lambda: run_per_row(model_for("sdpa"), prompts[:k],
-                                                                                        targets[:k]), n=k)
-    if "static-sdpa" in methods:
-        record("ours: static, sdpa, pad ≤ 10%", lambda: run_static(model_for("sdpa"), prompts, targets, budget, 0.1))
-    if "static-sdpa-nopadlimit" in methods:
-        record("ours: static, sdpa, budget only", lambda: run_static(model_for("sdpa"), prompts, targets, budget, None))
-    if "continuous" in methods:
-        record("ours: continuous (transformers)", lambda: run_continuous(model_for("sdpa"), prompts, targets, budget))
-    if "static-flash" in methods and flash:
-        record("ours: static, flash_attention_2, pad ≤ 10%",
-               lambda: run_static(model_for("flash_attention_2"), prompts, targets, budget, 0.1))
-    if "vllm" in methods and importlib.util.find_spec("vllm") is not None and device == "cuda":
-        models.clear()
-        torch.cuda.empty_cache()
-        folder = Path("/tmp/hf-instruct-synth-gpu-bench-config")
-        folder.mkdir(exist_ok=True)
-        config.save_pretrained(folder)
-        record("vLLM (dummy weights)", lambda: run_vllm(folder, prompts, targets, max_model_len))
-
     name = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
-    lines = [
+    header = [
         f"### {'Scaled-down smoke test' if args.tiny else 'Mistral-7B architecture'} on {name}, {len(prompts)} prompts",
         "",
         f"Command: `python benchmarks/gpu_bench.py{' --tiny' if args.tiny else ''} --prompts {args.prompts} "
-        f"--mean-prompt {args.mean_prompt} --mean-new {args.mean_new}`",
+        f"--mean-prompt {args.mean_prompt} --mean-new {args.mean_new} --methods {args.methods}`",
         f"Machine: {name}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; measured copy bandwidth "
         f"{machine['bandwidth'] / 1e9:.0f} GB/s, matmul {machine['flops'] / 1e12:.1f} TFLOP/s ({dtype}). "
         f"Prompt tokens {sum(map(len, prompts))}, generated {sum(targets)}. Static budget {budget} tokens.",
         f"Ceiling for this workload: {top['tokens_per_s']:.0f} generated tok/s ({top['bound']}-bound; compute "
         f"{top['compute_s']:.1f}s, memory {top['memory_s']:.1f}s at up to {top['max_batch']} rows in flight).",
         "",
-        "| method | time (s) | gen tok/s | prompt tok/s | texts/s | pad | peak GiB | % of ceiling |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | ran with | time (s) | gen tok/s | prompt tok/s | texts/s | pad | peak GiB | % of ceiling |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, r in results.items():
-        if "error" in r:
-            lines.append(f"| {label} | failed: {r['error']} | | | | | | |")
-            continue
-        tps = r["gen"] / r["s"]
-        lines.append(f"| {label} | {r['s']:.1f} | {tps:.0f} | {r['prompt'] / r['s']:.0f} | {r['texts'] / r['s']:.2f} | "
-                     f"{r['pad'] / max(1, r['prompt']):.1%} | {r['peak_gib'] if r['peak_gib'] is None else round(r['peak_gib'], 1)} | "
-                     f"{tps / top['tokens_per_s']:.0%} |")
-    text = "\n".join(lines)
-    print(text)
+    print("\n".join(header), flush=True)
     if args.write:
         with open(args.write, "a") as f:
-            f.write("\n" + text + "\n")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "ceiling": top, "results": results}, indent=2))
+            f.write("\n" + "\n".join(header) + "\n")
+
+    def save(label: str) -> None:
+        """Keep what finished: the JSON rewritten and the markdown row appended after every method."""
+        r = results[label]
+        if "error" in r or "skipped" in r:
+            what = f"failed: {r['error']}" if "error" in r else f"skipped: {r['skipped']}"
+            row = f"| {label} | {r.get('ran', '')} | {what} | | | | | | |"
+        else:
+            tps = r["gen"] / r["s"]
+            peak = "n/a" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
+            row = (f"| {label} | {r['ran']} | {r['s']:.1f} | {tps:.0f} | {r['prompt'] / r['s']:.0f} | "
+                   f"{r['texts'] / r['s']:.2f} | {r['pad'] / max(1, r['prompt']):.1%} | {peak} | "
+                   f"{tps / top['tokens_per_s']:.0%} |")
+        print(row, flush=True)
+        if args.write:
+            with open(args.write, "a") as f:
+                f.write(row + "\n")
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine, "ceiling": top, "results": results}, indent=2))
+
+    def record(label, fn, ran, n=len(prompts)):
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        try:
+            out = fn()
+        except Exception as err:  # noqa: BLE001 - one method failing must not hide the others' figures
+            results[label] = {"ran": ran, "error": f"{type(err).__name__}: "
+                                                   f"{str(err).splitlines()[0][:160] if str(err) else ''}"}
+            return save(label)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        lens, pads = out[0], out[1]
+        seconds = out[2] if len(out) > 2 else time.perf_counter() - start
+        ran = out[3] if len(out) > 3 else ran
+        peak = out[4] if len(out) > 4 else (torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None)
+        if lens != targets[:n]:
+            results[label] = {"ran": ran, "error": f"generated {sum(lens)} tokens, expected {sum(targets[:n])}"}
+            return save(label)
+        results[label] = {"s": seconds, "gen": sum(lens), "prompt": sum(map(len, prompts[:n])), "texts": n,
+                          "pad": pads, "peak_gib": peak, "ran": ran}
+        save(label)
+        if args.die_after and label.startswith(args.die_after):
+            os._exit(137)  # for tests: end as a time limit's kill would, mid-run
+
+    def attn_of(model) -> str:
+        return str(getattr(model.config, "_attn_implementation", "?"))
+
+    if "per-row" in methods:
+        k = min(args.per_row, len(prompts))
+        m = model_for("sdpa")
+        record(f"per-row generate (model card), first {k} prompts",
+               lambda: run_per_row(m, prompts[:k], targets[:k]), attn_of(m), n=k)
+    if "static-sdpa" in methods:
+        m = model_for("sdpa")
+        record("ours: static, pad ≤ 10%", lambda: run_static(m, prompts, targets, budget, 0.1), attn_of(m))
+    if "static-sdpa-nopadlimit" in methods:
+        m = model_for("sdpa")
+        record("ours: static, budget only", lambda: run_static(m, prompts, targets, budget, None), attn_of(m))
+    if "continuous" in methods:
+        m = model_for("sdpa")
+        record("ours: continuous (transformers)", lambda: run_continuous(m, prompts, targets, budget), "?")
+    if "static-flash" in methods:
+        if flash:
+            m = model_for("flash_attention_2")
+            record("ours: static, pad ≤ 10%, flash", lambda: run_static(m, prompts, targets, budget, 0.1), attn_of(m))
+        else:
+            results["ours: static, pad ≤ 10%, flash"] = {"ran": "-", "skipped": "flash-attn is not installed here"}
+            save("ours: static, pad ≤ 10%, flash")
+    if "vllm" in methods and importlib.util.find_spec("vllm") is not None and device == "cuda":
+        free_models()
+        folder = Path(args.vllm_config)
+        folder.mkdir(parents=True, exist_ok=True)
+        config.architectures = ["MistralForCausalLM"]  # vLLM refuses a config without it
+        config.save_pretrained(folder)
+        record("vLLM (dummy weights)", lambda: run_vllm(folder, prompts, targets, max_model_len), "vllm")
     return 0 if all("error" not in r for r in results.values()) else 1
 
 
