@@ -269,6 +269,9 @@ def _stats_table(split_stats: dict[str, SynthesisStats], total: SynthesisStats,
         ("duplicate questions removed *(run)*", lambda d, s: f"{s.duplicate_questions:,}"),
         ("generated tokens *(run)*", lambda d, s: f"{s.generated_tokens:,}"),
         ("generated tokens/s *(run)*", lambda d, s: f"{s.generated_tokens_per_s:,.1f}"),
+        ("draft tokens accepted / proposed *(run)*",
+         lambda d, s: f"{s.draft_tokens_accepted:,} / {s.draft_tokens_proposed:,} ({s.draft_acceptance:.0%})"
+         if s.draft_tokens_proposed else "no speculation"),
     ]
     out = ["| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     out += [f"| {name} | " + " | ".join(fmt(d, s) for d, s in zip(data, run)) + " |" for name, fmt in rows]

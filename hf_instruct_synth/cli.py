@@ -87,9 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-pad-fraction", type=_fraction, default=0.1,
                    help="also cut a sub-batch where padding would pass this share of its prompt positions "
                         "(default 0.1; 1 = budget only)")
-    s.add_argument("--engine", choices=["auto", "static", "continuous", "vllm"], default="auto",
-                   help="generation back end: static length-sorted batches, transformers' continuous batching, "
-                        "or vLLM (extra 'vllm'); auto = vLLM when it imports, else static (see benchmarks/RESULTS.md)")
+    s.add_argument("--engine", choices=["auto", "native", "static", "continuous", "vllm"], default="auto",
+                   help="generation back end: native (our loop: continuous batching, speculation), static "
+                        "length-sorted batches, transformers' continuous batching, or vLLM (extra 'vllm'); "
+                        "auto = vLLM when it imports, else native (see benchmarks/RESULTS.md)")
+    s.add_argument("--speculative", choices=["prompt_lookup"],
+                   help="draft tokens from each row's own prompt and output, verified in one pass (the synthesizer "
+                        "copies from its text); engines native and vllm")
+    s.add_argument("--draft-tokens", type=POSITIVE, default=4, help="with --speculative: tokens drafted per step (4)")
+    s.add_argument("--ngram", type=_count(2), default=3, help="with --speculative: longest n-gram looked up (3)")
     s.add_argument("--batch-size", type=POSITIVE, default=256, help="rows handed to the transform at once (default: 256)")
     s.add_argument("--shard-rows", type=POSITIVE, default=10_000, help="rows per output shard (default: 10000)")
     s.add_argument("--rounds", type=POSITIVE, default=1, metavar="M",
@@ -183,7 +189,8 @@ def _synthesize(args: argparse.Namespace) -> int:
     synth = InstructionSynthesizer(model=model, revision=args.revision, text_column=args.text_column,
                                    max_new_tokens=args.max_new_tokens, max_model_len=args.max_model_len,
                                    max_batch_tokens=args.max_batch_tokens, max_pad_fraction=args.max_pad_fraction,
-                                   on_invalid=args.on_invalid, engine=args.engine)
+                                   on_invalid=args.on_invalid, engine=args.engine, speculative=args.speculative,
+                                   draft_tokens=args.draft_tokens, ngram=args.ngram)
     if ds.column_names is not None and args.text_column not in ds.column_names:
         raise ValueError(f"{args.input} has no column {args.text_column!r}; columns present: {ds.column_names}. "
                          "Pick one with --text-column")

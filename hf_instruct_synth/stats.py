@@ -27,7 +27,9 @@ class SynthesisStats:
     prompt_tokens: int = 0  # real prompt tokens sent to the model
     pad_tokens: int = 0  # left padding added to prompts
     generated_tokens: int = 0  # tokens generated, up to and including EOS
-    batches: int = 0  # sub-batches run on the model
+    batches: int = 0  # sub-batches run on the model (prefill groups for the native engine)
+    draft_tokens_proposed: int = 0  # prompt-lookup speculation: tokens drafted
+    draft_tokens_accepted: int = 0  # and accepted by the model (greedy verification)
     oom_splits: int = 0  # sub-batches split in two after an out-of-memory error
     wall_time_s: float = 0.0  # time spent inside the transform
     pairs_per_row: dict[str, int] = field(default_factory=dict)  # "0", "1", …: row counts
@@ -37,6 +39,11 @@ class SynthesisStats:
         """Pad tokens over all prompt positions the model processed (pads included)."""
         total = self.prompt_tokens + self.pad_tokens
         return self.pad_tokens / total if total else 0.0
+
+    @property
+    def draft_acceptance(self) -> float:
+        """Accepted over proposed draft tokens (0 without speculation)."""
+        return self.draft_tokens_accepted / self.draft_tokens_proposed if self.draft_tokens_proposed else 0.0
 
     @property
     def generated_tokens_per_s(self) -> float:
@@ -56,6 +63,7 @@ class SynthesisStats:
         d = asdict(self)
         d["pad_fraction"] = self.pad_fraction
         d["generated_tokens_per_s"] = self.generated_tokens_per_s
+        d["draft_acceptance"] = self.draft_acceptance
         return d
 
     @classmethod

@@ -79,10 +79,14 @@ class InstructionSynthesizer:
         dedupe: drop questions equal, case-insensitively, to an earlier one in the row.
         on_invalid: ``"error"`` (default) raises on a ``None`` or non-string text naming
             the row; ``"skip"`` gives that row empty outputs and counts it.
-        engine: generation back end: ``"static"`` (length-sorted batches), ``"continuous"``
+        speculative: ``"prompt_lookup"`` drafts the next tokens from the row's own prompt
+            and output and verifies them in one pass (engines ``native`` and ``vllm``);
+            ``draft_tokens`` drafted at most per step, from n-grams of up to ``ngram`` tokens.
+        engine: generation back end: ``"native"`` (our own loop: continuous batching, rows
+            leave at EOS and waiting prompts join; speculation), ``"static"`` (length-sorted batches), ``"continuous"``
             (transformers' continuous batching), ``"vllm"`` (vLLM, extra ``vllm``; the model
             must be a Hub id or folder), or ``"auto"`` (vLLM when it imports and the model is
-            given by name, else static: the fastest measured, benchmarks/RESULTS.md), or an
+            given by name, else native: the fastest measured, benchmarks/RESULTS.md), or an
             ``Engine`` instance of your own: an object with ``name`` and ``generate(prompts,
             stats)`` (and optionally ``tokenizer``), e.g. :class:`hf_instruct_synth.testing.ScriptedEngine`.
 
@@ -114,6 +118,9 @@ class InstructionSynthesizer:
         on_overflow: Literal["truncate", "error"] = "truncate",
         on_invalid: Literal["error", "skip"] = "error",
         engine: Any = "auto",
+        speculative: Literal["prompt_lookup"] | None = None,
+        draft_tokens: int = 4,
+        ngram: int = 3,
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -132,6 +139,14 @@ class InstructionSynthesizer:
             raise ValueError(f"engine must be one of {ENGINES + ('auto',)} or an Engine instance, got {engine!r}")
         if not isinstance(engine, str) and not callable(getattr(engine, "generate", None)):
             raise ValueError(f"engine must be a name or an object with generate(prompts, stats), got {engine!r}")
+        from .engines import SPECULATIVE_ENGINES
+
+        if speculative not in (None, "prompt_lookup"):
+            raise ValueError(f"speculative must be None or 'prompt_lookup', got {speculative!r}")
+        if speculative and isinstance(engine, str) and engine not in SPECULATIVE_ENGINES + ("auto",):
+            raise ValueError(f"speculative='prompt_lookup' needs engine='native' or 'vllm' (or 'auto'), not {engine!r}")
+        if draft_tokens < 1 or ngram < 2:
+            raise ValueError(f"need draft_tokens >= 1 and ngram >= 2, got {draft_tokens} and {ngram}")
         if max_batch_tokens is not None and max_batch_tokens <= 0:
             raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
         self.model = model
@@ -149,6 +164,9 @@ class InstructionSynthesizer:
         self.on_overflow = on_overflow
         self.on_invalid = on_invalid
         self.engine = engine
+        self.speculative = speculative
+        self.draft_tokens = draft_tokens
+        self.ngram = ngram
         self.stats = SynthesisStats()
         self.model_commit: str | None = None  # the Hub commit loaded, once pinned (pin_revision)
         self.placement: dict[str, Any] = {}  # where this process loaded: rank, pinned GPU, device, attention
@@ -393,7 +411,8 @@ class InstructionSynthesizer:
             engine = VllmEngine(self.model, eos_token_ids=eos, max_new_tokens=self.max_new_tokens,
                                 max_model_len=self.max_model_len, revision=revision,
                                 tokenizer=self.tokenizer if isinstance(self.tokenizer, str) else None,
-                                dtype=self.dtype or "auto")
+                                dtype=self.dtype or "auto", speculative=self.speculative,
+                                draft_tokens=self.draft_tokens, ngram=self.ngram)
         else:
             device, dtype, attn = resolve_placement(self.device, self.dtype, self.attn_implementation,
                                                     0 if pinned is not None else rank)
@@ -406,20 +425,21 @@ class InstructionSynthesizer:
                                  max_batch_tokens=self.max_batch_tokens or default_max_batch_tokens(model),
                                  pad_to_multiple_of=8 if str(model.device).startswith("cuda") else 1,
                                  max_pad_fraction=self.max_pad_fraction,
-                                 max_prompt_tokens=default_max_prompt_tokens(model))
+                                 max_prompt_tokens=default_max_prompt_tokens(model), speculative=self.speculative,
+                                 draft_tokens=self.draft_tokens, ngram=self.ngram)
         self._loaded = {"model": model, "tokenizer": tokenizer, "engine": engine}
         return self._loaded
 
     def resolved_engine(self) -> str:
         """The engine ``"auto"`` stands for: vLLM when it imports and the model is a Hub id or
-        folder (measured fastest: benchmarks/RESULTS.md), else the static engine."""
+        folder, else our native engine (both measured faster than static: benchmarks/RESULTS.md)."""
         if not isinstance(self.engine, str):
             return getattr(self.engine, "name", type(self.engine).__name__)
         if self.engine != "auto":
             return self.engine
         from .engines.vllm import vllm_available
 
-        return "vllm" if vllm_available() and isinstance(self.model, (str, os.PathLike)) else "static"
+        return "vllm" if vllm_available() and isinstance(self.model, (str, os.PathLike)) else "native"
 
     def settings(self) -> dict[str, Any]:
         """What the card records of how the data was made.
@@ -441,6 +461,8 @@ class InstructionSynthesizer:
                 "max_new_tokens": self.max_new_tokens, "max_model_len": self.max_model_len,
                 "dedupe_questions": self.dedupe, "on_overflow": self.on_overflow, "on_invalid": self.on_invalid,
                 "engine": self.resolved_engine() if not isinstance(self.engine, str) else self.engine,
+                "speculative": (f"{self.speculative} ({self.draft_tokens} draft tokens, n-grams up to {self.ngram})"
+                                if self.speculative else "off"),
                 "hf_instruct_synth": __version__}
 
     @property
@@ -472,6 +494,7 @@ class InstructionSynthesizer:
                 "tokenizer": identity(self.tokenizer, self.revision) if self.tokenizer is not None else None,
                 "params": [self.text_column, self.max_new_tokens, self.max_model_len, self.dedupe,
                            self.on_overflow, self.on_invalid, self.dtype, self.attn_implementation],
+                "speculative": [self.speculative, self.draft_tokens, self.ngram] if self.speculative else None,
                 "engine": None if isinstance(self.engine, str) else
                 getattr(self.engine, "fingerprint", lambda: type(self.engine).__qualname__)(),
             }

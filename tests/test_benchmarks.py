@@ -46,7 +46,11 @@ def test_gpu_bench_wrapper_leaves_no_reference_cycle():
     import weakref
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    import gpu_bench
+    before = os.environ.get("HF_HUB_OFFLINE")
+    import gpu_bench  # sets HF_HUB_OFFLINE for its own runs: not for the rest of this test process
+
+    if before is None:
+        os.environ.pop("HF_HUB_OFFLINE", None)
     from transformers import MistralConfig, MistralForCausalLM
 
     model = MistralForCausalLM(MistralConfig(**gpu_bench.TINY))

@@ -67,7 +67,7 @@ def test_sorting_reduces_padding(tiny_model, tiny_tokenizer):
 def test_oom_splits_the_sub_batch_and_loses_no_row(tiny_model, tiny_tokenizer, monkeypatch):
     texts = skewed_texts(20, seed=9)
     synth = InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer, max_new_tokens=NEW,
-                                   max_batch_tokens=100_000)
+                                   max_batch_tokens=100_000, engine="static")
     expected = synth({"text": texts})["synthesizer_output"]
     real_generate = tiny_model.generate
 
@@ -78,7 +78,7 @@ def test_oom_splits_the_sub_batch_and_loses_no_row(tiny_model, tiny_tokenizer, m
 
     monkeypatch.setattr(tiny_model, "generate", generate_or_oom)
     retry = InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer, max_new_tokens=NEW,
-                                   max_batch_tokens=100_000)
+                                   max_batch_tokens=100_000, engine="static")
     assert retry({"text": texts})["synthesizer_output"] == expected
     assert retry.stats.oom_splits >= 1 and retry.stats.rows == 20
 
@@ -88,7 +88,7 @@ def test_other_errors_are_not_swallowed(tiny_model, tiny_tokenizer, monkeypatch)
         raise RuntimeError("shape mismatch")
 
     monkeypatch.setattr(tiny_model, "generate", broken)
-    synth = InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer, max_new_tokens=4)
+    synth = InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer, max_new_tokens=4, engine="static")
     with pytest.raises(RuntimeError, match="shape mismatch"):
         synth({"text": ["a b c"]})
     assert synth.stats.oom_splits == 0

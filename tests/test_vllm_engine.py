@@ -71,10 +71,19 @@ def test_vllm_engine_refuses_a_loaded_model(fake_vllm, tiny_model, tiny_tokenize
         synth({"text": ["x"]})
 
 
-def test_auto_is_vllm_when_it_imports_else_static(fake_vllm, tiny_model_dir, tiny_model, tiny_tokenizer, monkeypatch):
+def test_auto_is_vllm_when_it_imports_else_native(fake_vllm, tiny_model_dir, tiny_model, tiny_tokenizer, monkeypatch):
     assert InstructionSynthesizer(model=str(tiny_model_dir), engine="auto").resolved_engine() == "vllm"
-    # a loaded model cannot go to vLLM (it loads weights itself): static
-    assert InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer).resolved_engine() == "static"
+    # a loaded model cannot go to vLLM (it loads weights itself): our native engine
+    assert InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer).resolved_engine() == "native"
     monkeypatch.setattr("hf_instruct_synth.engines.vllm.vllm_available", lambda: False)
     synth = InstructionSynthesizer(model=str(tiny_model_dir), max_new_tokens=4)
-    assert synth.resolved_engine() == "static" and synth._load()["engine"].name == "static"
+    assert synth.resolved_engine() == "native" and synth._load()["engine"].name == "native"
+
+
+def test_speculation_reaches_vllm_as_its_ngram_drafter(fake_vllm, tiny_model_dir):
+    synth = InstructionSynthesizer(model=str(tiny_model_dir), engine="vllm", speculative="prompt_lookup",
+                                   draft_tokens=5, ngram=4)
+    synth.load()
+    kwargs = [c for c in fake_vllm.CALLS if c[0] == "init"][-1][3]
+    assert kwargs["speculative_config"] == {"method": "ngram", "num_speculative_tokens": 5,
+                                            "prompt_lookup_max": 4, "prompt_lookup_min": 1}

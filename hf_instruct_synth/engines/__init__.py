@@ -18,7 +18,9 @@ class Engine(Protocol):
     def generate(self, prompts: list[list[int]], stats: SynthesisStats) -> list[list[int]]: ...
 
 
-ENGINES = ("static", "continuous", "vllm")
+ENGINES = ("native", "static", "continuous", "vllm")
+#: Engines that can draft from the prompt (``speculative="prompt_lookup"``).
+SPECULATIVE_ENGINES = ("native", "vllm")
 
 
 def greedy_config(max_new_tokens: int, eos_token_ids: list[int], pad_token_id: int):
@@ -41,18 +43,25 @@ def finish_row(row: list[int], eos_token_ids: set[int], stats: SynthesisStats) -
 
 def make_engine(name: str, model, *, pad_token_id: int, eos_token_ids: list[int], max_new_tokens: int,
                 max_batch_tokens: int, pad_to_multiple_of: int = 1, max_pad_fraction: float | None = None,
-                max_prompt_tokens: int | None = None) -> Engine:
-    """Build the engine called ``name`` for a loaded model.
+                max_prompt_tokens: int | None = None, speculative: str | None = None, draft_tokens: int = 4,
+                ngram: int = 3) -> Engine:
+    """Build the engine called ``name`` for a loaded model (the synthesizer resolves ``"auto"`` first:
+    ``InstructionSynthesizer.resolved_engine``; vLLM loads its own model: ``engines.vllm.VllmEngine``)."""
+    if speculative and name not in SPECULATIVE_ENGINES:
+        raise ValueError(f"speculative={speculative!r} needs engine='native' or 'vllm', not {name!r}")
+    if name == "native":
+        from .native import NativeEngine
 
-    ``"auto"`` here is the static engine (the synthesizer turns ``"auto"`` into ``"vllm"``
-    first when vLLM imports: see ``InstructionSynthesizer.resolved_engine``).
-    """
+        return NativeEngine(model, pad_token_id=pad_token_id, eos_token_ids=eos_token_ids,
+                            max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
+                            max_prompt_tokens=max_prompt_tokens, max_pad_fraction=max_pad_fraction,
+                            speculative=speculative, draft_tokens=draft_tokens, ngram=ngram)
     if name == "continuous":
         from .continuous import ContinuousEngine
 
         return ContinuousEngine(model, pad_token_id=pad_token_id, eos_token_ids=eos_token_ids,
                                 max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens)
-    if name in ("static", "auto"):
+    if name == "static":
         from .static import StaticEngine
 
         return StaticEngine(model, pad_token_id=pad_token_id, eos_token_ids=eos_token_ids,

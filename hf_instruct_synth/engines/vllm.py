@@ -28,7 +28,8 @@ class VllmEngine:
 
     def __init__(self, model: str | os.PathLike, *, eos_token_ids: list[int], max_new_tokens: int, max_model_len: int,
                  revision: str | None = None, tokenizer: str | None = None, dtype: str = "auto",
-                 gpu_memory_utilization: float = 0.9, llm_kwargs: dict[str, Any] | None = None):
+                 gpu_memory_utilization: float = 0.9, llm_kwargs: dict[str, Any] | None = None,
+                 speculative: str | None = None, draft_tokens: int = 4, ngram: int = 3):
         try:
             import vllm
         except ImportError as err:
@@ -38,9 +39,13 @@ class VllmEngine:
             raise ValueError("engine='vllm' loads the weights itself: pass the model as a Hub id or local "
                              f"folder, not a loaded {type(model).__name__}")
         self.eos_token_ids = set(eos_token_ids)
+        llm_kwargs = dict(llm_kwargs or {})
+        if speculative == "prompt_lookup":  # vLLM's own n-gram drafter, the same idea as ours
+            llm_kwargs.setdefault("speculative_config", {"method": "ngram", "num_speculative_tokens": draft_tokens,
+                                                         "prompt_lookup_max": ngram, "prompt_lookup_min": 1})
         self.llm = vllm.LLM(model=str(model), tokenizer=str(tokenizer or model), revision=revision, dtype=dtype,
                             max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-                            seed=0, **(llm_kwargs or {}))
+                            seed=0, **llm_kwargs)
         self.sampling_params = vllm.SamplingParams(
             temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=sorted(self.eos_token_ids),
             skip_special_tokens=False, detokenize=False,
