@@ -3,7 +3,10 @@
 Methods: (a) per-row ``generate`` as in the model card, (b) fixed-size unsorted batches of
 ``--fixed-batch`` rows, (c) our static engine (length-sorted token-budget sub-batches),
 (d) our continuous engine (transformers' continuous batching), (e) vLLM, when it imports here
-or in the interpreter given by ``--vllm-python`` (run through ``vllm_worker.py``).
+or in the interpreter given by ``--vllm-python`` (run through ``vllm_worker.py``), (f) our
+native engine (continuous batching in our own loop), with and without prompt-lookup
+speculation. ``--workload eos`` (default) lets outputs stop at EOS after varied lengths, as
+the real synthesizer's do; ``--workload limit`` makes every output run to ``--new-tokens``.
 Prompts have a skewed, web-like length mix (lognormal word counts, a tail to ~2k tokens).
 Output lengths vary per prompt: the model is random, with its EOS logit raised so greedy
 decoding stops at different points; greedy and exact batching make each prompt's output
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vllm-python", help="a Python interpreter with vLLM installed, for method (e)")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer model instead of ~20M parameters (smoke test)")
     ap.add_argument("--write", type=Path, help="append the table to this markdown file")
+    ap.add_argument("--workload", choices=["eos", "limit"], default="eos",
+                    help="eos: outputs stop at EOS after varied lengths; limit: every output runs to --new-tokens")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     tok = make_tokenizer([" ".join(WORDS)] * 50, vocab_size=400)
@@ -104,7 +109,10 @@ def main(argv: list[str] | None = None) -> None:
         dict(hidden_size=512, layers=6, heads=8, kv_heads=4, intermediate_size=1536)
     model = make_mistral(tok, **size, initializer_range=0.2, seed=0)
     with torch.no_grad():
-        model.lm_head.weight[tok.eos_token_id] *= args.eos_bias
+        if args.workload == "limit":
+            model.lm_head.weight[tok.eos_token_id] = 0  # never the argmax: every row runs to the limit
+        else:
+            model.lm_head.weight[tok.eos_token_id] *= args.eos_bias
     n_params = sum(p.numel() for p in model.parameters())
     prompts = prompts_for(args.prompts, 0, tok)
     pad, eos, new = tok.pad_token_id, tok.eos_token_id, args.new_tokens
@@ -143,6 +151,19 @@ def main(argv: list[str] | None = None) -> None:
         return [o + [eos] if len(o) < new else o for o in outs], 0
 
     timed("(d) ours: continuous batching (transformers generate_batch)", continuous)
+
+    def native(speculative):
+        from hf_instruct_synth.engines.native import NativeEngine
+
+        stats = SynthesisStats()
+        engine = NativeEngine(model, pad_token_id=pad, eos_token_ids=[eos], max_new_tokens=new,
+                              max_batch_tokens=args.max_batch_tokens, max_pad_fraction=args.max_pad_fraction,
+                              speculative=speculative)
+        outs = engine.generate(prompts, stats)
+        return [o + [eos] if len(o) < new else o for o in outs], stats.pad_tokens
+
+    timed("(f) ours: native engine", lambda: native(None))
+    timed("(f) ours: native engine + prompt lookup", lambda: native("prompt_lookup"))
     vllm_python = args.vllm_python or (sys.executable if importlib.util.find_spec("vllm") else None)
     vllm_note = ""
     if vllm_python:
@@ -159,11 +180,12 @@ def main(argv: list[str] | None = None) -> None:
     ours_s = results[ours_name]["s"]
     lengths = sorted(map(len, prompts))
     lines = [
-        f"### Throughput on CPU, {n_params / 1e6:.3g}M-parameter Mistral, {len(prompts)} prompts",
+        f"### Throughput on CPU, {n_params / 1e6:.3g}M-parameter Mistral, {len(prompts)} prompts, "
+        f"{'outputs to the limit' if args.workload == 'limit' else 'outputs stop at EOS'}",
         "",
         f"Command: `python benchmarks/bench_throughput.py --prompts {args.prompts} --new-tokens {new} "
         f"--fixed-batch {args.fixed_batch} --max-batch-tokens {args.max_batch_tokens} --eos-bias {args.eos_bias} "
-        f"--max-pad-fraction {args.max_pad_fraction}{' --tiny' if args.tiny else ''}"
+        f"--max-pad-fraction {args.max_pad_fraction} --workload {args.workload}{' --tiny' if args.tiny else ''}"
         f"{' --vllm-python PATH' if args.vllm_python else ''} --write benchmarks/RESULTS.md`",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, {time.strftime('%Y-%m-%d')}. Prompt tokens: {prompt_tokens} (median "

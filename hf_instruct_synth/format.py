@@ -112,3 +112,32 @@ def cook_training_text(text: str, pairs: list[Pair]) -> str:
         '<s> <CON> Ada wrote code. </CON>\\n\\n<QUE> Who wrote code? <ANS> Ada </END></s>'
     """
     return build_prompt(text) + format_pairs(pairs) + EOS
+
+
+def is_repetition_loop(text: str, min_words: int = 6, share: float = 0.3) -> bool:
+    """Whether ``text`` degenerates into a loop: one n-gram of 1 to 8 words repeated back to back
+    (4 times for a single word, 3 for longer ones) over at least ``min_words`` words and ``share``
+    of the text. Such answers come from a model stuck in a loop, not from the text.
+
+    Example:
+        >>> is_repetition_loop("of Nature and of Nature and of Nature and of Nature and")
+        True
+        >>> is_repetition_loop("It rained, it rained, and then the river rose over the old stone bridge.")
+        False
+    """
+    words = text.split()
+    if len(words) < min_words:
+        return False
+    for n in range(1, 9):
+        need = 4 if n == 1 else 3
+        i = 0
+        while i + n * need <= len(words):
+            gram = words[i:i + n]
+            reps = 1
+            while words[i + reps * n:i + (reps + 1) * n] == gram:
+                reps += 1
+            span = reps * n
+            if reps >= need and span >= min_words and span >= share * len(words):
+                return True
+            i += max(1, (reps - 1) * n) if reps > 1 else 1
+    return False

@@ -24,6 +24,7 @@ class SynthesisStats:
     rows_without_pairs: int = 0  # rows whose output parsed to no pair (empty rows included)
     pairs: int = 0  # pairs kept after parsing
     duplicate_questions: int = 0  # pairs dropped by case-insensitive de-duplication
+    repetition_loops: int = 0  # pairs dropped because a question or answer looped (format.is_repetition_loop)
     prompt_tokens: int = 0  # real prompt tokens sent to the model
     pad_tokens: int = 0  # left padding added to prompts
     generated_tokens: int = 0  # tokens generated, up to and including EOS

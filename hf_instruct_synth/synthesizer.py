@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from . import __version__
-from .format import BOS, EOS, MARKERS, PROMPT_HEAD, Pair, build_prompt, format_pairs, parse_pairs_counted
+from .format import (BOS, EOS, MARKERS, PROMPT_HEAD, Pair, build_prompt, format_pairs, is_repetition_loop,
+                     parse_pairs_counted)
 from .stats import SynthesisStats
 
 DEFAULT_MODEL = "instruction-pretrain/instruction-synthesizer"
@@ -235,7 +236,10 @@ class InstructionSynthesizer:
         for text_out in decoded:
             row_pairs, dups = parse_pairs_counted(text_out, self.dedupe)
             self.stats.duplicate_questions += dups
-            parsed.append(row_pairs)
+            kept = [p for p in row_pairs if not (is_repetition_loop(p["response"])
+                                                  or is_repetition_loop(p["instruction"]))]
+            self.stats.repetition_loops += len(row_pairs) - len(kept)  # a model stuck in a loop: dropped
+            parsed.append(kept)
         return decoded, parsed
 
     def _count_rows(self, pairs: list[list[Pair]], generated: int) -> None:

@@ -71,7 +71,7 @@ def per_row_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: in
     import torch
     from transformers import GenerationConfig
 
-    ids = torch.tensor([prompt_ids])
+    ids = torch.tensor([prompt_ids], device=model.device)
     cfg = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
                            pad_token_id=tokenizer.pad_token_id)
     with torch.inference_mode():

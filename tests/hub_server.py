@@ -49,6 +49,19 @@ class HubState:
         self.lock = threading.Lock()
 
 
+def _card_data(repo: Repo) -> dict:
+    """The YAML metadata of the repo's README.md, as the Hub reports it in ``cardData``."""
+    text = repo.files.get("README.md", b"").decode(errors="replace")
+    if not text.startswith("---"):
+        return {}
+    import yaml
+
+    try:
+        return yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return {}
+
+
 def make_handler(state: HubState):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -90,12 +103,14 @@ def make_handler(state: HubState):
             return entry
 
         def _maybe_fail(self, kind: str) -> bool:
-            with state.lock:  # a None entry lets that request through
+            with state.lock:  # a None entry lets that request through; (code, headers) adds headers
                 code = state.fail[kind].pop(0) if state.fail[kind] else None
             if code is None:
                 return False
+            code, headers = code if isinstance(code, tuple) else (code, {})
             self._body()
-            self._error(code, "Injected", f"injected {kind} failure")
+            self._send(code, {"error": f"injected {kind} failure"},
+                       {"X-Error-Code": "Injected", "X-Error-Message": f"injected {kind} failure", **headers})
             return True
 
         # ------------------------------------------------------------ routes
@@ -121,7 +136,7 @@ def make_handler(state: HubState):
                 if repo:
                     self._send(200, {"id": m.group(1), "sha": repo.sha, "private": repo.private,
                                      "siblings": [{"rfilename": p} for p in sorted(repo.files)], "tags": [],
-                                     "lastModified": "2026-11-24T00:00:00.000Z", "cardData": {}})
+                                     "lastModified": "2026-11-24T00:00:00.000Z", "cardData": _card_data(repo)})
                 return
             m = re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path)
             if m:

@@ -71,7 +71,7 @@ def test_throughput_bench_smoke_with_vllm_worker(tmp_path):
                           timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| (")]
-    assert [r.split("|")[1].strip()[:3] for r in rows] == ["(a)", "(b)", "(c)", "(c)", "(d)", "(e)"]
+    assert [r.split("|")[1].strip()[:3] for r in rows] == ["(a)", "(b)", "(c)", "(c)", "(d)", "(f)", "(f)", "(e)"]
     assert all(r.split("|")[7].strip() == "6/6" for r in rows)  # every method's outputs equal per-row generate
 
 

@@ -234,3 +234,65 @@ def test_cli_rounds_produces_templified_chains(tmp_path):
             assert any(link["text"] in t for t in chain["augmented_texts"])
     assert any(c["links"][1]["inherits"] for c in chains)
     assert json.loads((out / "manifest.json").read_text())["job"]["rounds"] == 2
+
+
+def test_license_is_taken_from_the_source_datasets_card(hub, tmp_path, monkeypatch, capsys):
+    import io
+    import sys as _sys
+
+    import pyarrow as pa
+
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from hub_server import Repo
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"text": ["The bridge was built in 1820.", "A ship left the harbour."]}), buf)
+    repo = Repo(False)
+    repo.files["README.md"] = b"---\nlicense: apache-2.0\n---\n# src\n"
+    repo.files["data/train-00000.parquet"] = buf.getvalue()
+    hub.state.repos["user/licensed-src"] = repo
+    monkeypatch.chdir(tmp_path)
+    assert main(["synthesize", "user/licensed-src", "--model", "demo", "--push-to-hub", "user/licensed-aug",
+                 "--max-new-tokens", "16", "--no-progress"]) == 0
+    assert "license is unknown" not in capsys.readouterr().err
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load("user/licensed-aug", repo_type="dataset")
+    assert card.data.license == "apache-2.0" and card.data.source_datasets == ["user/licensed-src"]
+    assert f"@ `{repo.sha}`" in card.text  # the source revision the run read
+
+
+def test_rejected_token_stops_before_any_shard(hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    hub.state.tokens.clear()
+    assert main(["synthesize", str(EXAMPLES / "paragraphs.jsonl"), "--model", "demo", "--push-to-hub", "user/nope",
+                 "--no-progress"]) == 2
+    assert "rejected the token" in capsys.readouterr().err
+    assert not (tmp_path / ".hf-instruct-synth").exists()  # nothing generated, nothing written
+
+
+def test_push_command_publishes_a_finished_run(hub, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["synthesize", str(EXAMPLES / "paragraphs.jsonl"), "--model", "demo", "--output", str(out),
+                 "--max-new-tokens", "16", "--limit", "4", "--engine", "static", "--no-progress"]) == 0
+    assert main(["push", str(out), "user/pushed", "--license", "mit", "--no-progress"]) == 0
+    assert "pushed: 4 rows" in capsys.readouterr().out
+    files = hub.state.repos["user/pushed"].files
+    assert files["data/train-00000.parquet"] == (out / "data" / "train-00000.parquet").read_bytes()
+    assert main(["push", str(tmp_path), "user/pushed"]) == 2  # not a run's folder
+    assert "not an output folder" in capsys.readouterr().err
+
+
+def test_ray_actors_from_the_command_line(tmp_path):
+    import ray
+
+    out = tmp_path / "o"
+    try:
+        assert main(["synthesize", str(EXAMPLES / "paragraphs.jsonl"), "--model", "demo", "--output", str(out),
+                     "--max-new-tokens", "16", "--limit", "4", "--shard-rows", "2", "--ray-actors", "2",
+                     "--speculative", "prompt_lookup", "--no-progress"]) == 0
+    finally:
+        ray.shutdown()
+    rows = _read_output(out)
+    texts = [json.loads(line)["text"] for line in (EXAMPLES / "paragraphs.jsonl").read_text().splitlines()][:4]
+    assert [r["text"] for r in rows] == texts and all(r["augmented_texts"] for r in rows)

@@ -91,3 +91,32 @@ def test_parser_handles_very_long_unicode_output():
     pred = "".join(item.replace("ça", f"ça{i}") for i in range(20_000)) + "<QUE> cut"
     pairs = parse_pairs(pred)
     assert len(pairs) == 20_000 and pairs[-1]["response"] == "Ça: 東京 🚀"
+
+
+def test_repetition_loops_are_dropped_and_counted():
+    from hf_instruct_synth import InstructionSynthesizer
+    from hf_instruct_synth.format import is_repetition_loop
+
+    assert is_repetition_loop("of Nature and of Nature and of Nature and of Nature and of Nature and")
+    assert is_repetition_loop("the the the the the the the")
+    assert not is_repetition_loop("very very very good, said the old scholar to the queen of the harbour town")
+    assert not is_repetition_loop("Paris, Paris, Paris.")  # too short to call a loop
+    assert not is_repetition_loop("1, 2, 3, 4, 5, 6, 7, 8, 9 and 10 are the numbers.")
+
+    class Looping:
+        name = "looping"
+
+        def __init__(self):
+            from hf_instruct_synth.testing import ScriptedEngine
+
+            self.tokenizer = ScriptedEngine().tokenizer
+
+        def generate(self, prompts, stats):
+            text = ("<QUE> Who? <ANS> Ada. </END>\n\n<QUE> What? <ANS> " + "of Nature and " * 8 + "</END>\n\n"
+                    "<QUE> " + "go on " * 6 + "<ANS> fine. </END>")
+            return [self.tokenizer(text, add_special_tokens=False)["input_ids"] for _ in prompts]
+
+    synth = InstructionSynthesizer(model="unused/name", engine=Looping())
+    out = synth({"text": ["A text."]})
+    assert out["instruction_response_pairs"] == [[{"instruction": "Who?", "response": "Ada."}]]
+    assert synth.stats.repetition_loops == 2 and synth.stats.pairs == 1

@@ -152,6 +152,16 @@ def test_5xx_and_429_are_retried_by_us(hub):
     assert load_dataset(repo)["train"].to_list() == ds.to_list()
 
 
+def test_429_retry_after_is_honoured(hub, monkeypatch):
+    import hf_instruct_synth.hub as hub_module
+
+    waits = []
+    monkeypatch.setattr(hub_module.time, "sleep", waits.append)
+    hub.state.fail["commit"] = [(429, {"Retry-After": "7"})]
+    _push(_augmented(5), _repo(), max_shard_size=10**9)
+    assert hub.state.fail["commit"] == [] and 7.0 in waits  # we waited as the Hub asked, then went on
+
+
 def test_failed_push_resumes_without_sending_a_blob_twice(hub):
     repo, ds = _repo(), _augmented(80)
     hub.state.fail["commit"] = [500, 500]

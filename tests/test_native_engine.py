@@ -35,7 +35,8 @@ def workload(tiny_model, tiny_tokenizer):
 def test_every_row_equals_per_row_generate(tiny_model, tiny_tokenizer, workload, speculative, budget):
     prompts, reference = workload
     engine = NativeEngine(tiny_model, pad_token_id=tiny_tokenizer.pad_token_id, eos_token_ids=[tiny_tokenizer.eos_token_id],
-                          max_new_tokens=NEW, max_batch_tokens=budget, speculative=speculative, ngram=3, min_ngram=1)
+                          max_new_tokens=NEW, max_batch_tokens=budget, speculative=speculative, ngram=3, min_ngram=1,
+                          adaptive=False)  # every draft verified: the rollback path runs at every step
     stats = SynthesisStats()
     assert engine.generate(prompts, stats) == reference
     assert stats.generated_tokens == sum(min(NEW, len(r) + 1) for r in reference)
@@ -97,10 +98,25 @@ def test_an_oom_sends_rows_back_and_loses_none(tiny_model, tiny_tokenizer, workl
 
 def test_drafts_come_from_the_rows_own_text():
     row = _Row(0, [1, 5, 6, 7, 8, 9, 5, 6], 8, ngram=3, min_ngram=2)
-    assert row.draft(3) == [7, 8, 9]  # "5 6" was followed by "7 8 9"
+    assert row.draft(3) == ([7, 8, 9], 2)  # "5 6" was followed by "7 8 9"
     row.push(4)
-    assert row.draft(3) == []  # "6 4" never occurred before
-    assert _Row(0, [1, 2, 3], 3, ngram=3, min_ngram=2).draft(2) == []
+    assert row.draft(3) == ([], 0)  # "6 4" never occurred before
+    assert row.draft(2, min_ngram=1) == ([], 0)  # nor "4"
+    row.push(7)
+    assert row.draft(2, min_ngram=1) == ([8, 9], 1)  # "7" was followed by "8 9"
+    assert _Row(0, [1, 2, 3], 3, ngram=3, min_ngram=2).draft(2) == ([], 0)
+
+
+def test_adaptive_drafting_stays_off_where_it_cannot_pay(tiny_model, tiny_tokenizer, workload):
+    prompts, reference = workload
+    engine = NativeEngine(tiny_model, pad_token_id=tiny_tokenizer.pad_token_id, eos_token_ids=[tiny_tokenizer.eos_token_id],
+                          max_new_tokens=NEW, max_batch_tokens=100_000, speculative="prompt_lookup")
+    engine._pass_cost = lambda: (0.0, 1.0)  # a pass costs in proportion to its tokens: drafts only cost
+    stats = SynthesisStats()
+    assert engine.generate(prompts, stats) == reference and stats.draft_tokens_proposed == 0
+    engine._pass_cost = lambda: (1.0, 0.0)  # a pass costs the same whatever its width: drafts are free
+    stats = SynthesisStats()
+    assert engine.generate(prompts, stats) == reference and stats.draft_tokens_proposed > 0
 
 
 def test_synthesizer_and_cli_options(tiny_model_dir):

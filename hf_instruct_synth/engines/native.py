@@ -24,6 +24,7 @@ holes do not change what a row generates.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -35,6 +36,57 @@ from .static import is_oom
 SPECULATIVE = ("prompt_lookup",)
 
 
+def _growing_cache():
+    """A ``DynamicCache`` whose layers write into pre-allocated room (doubled when full) instead of
+    re-allocating the whole cache with ``torch.cat`` at every step."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def set(self, keys: torch.Tensor, values: torch.Tensor, room: int = 64) -> None:
+            """Hold these keys and values, with ``room`` free positions after them."""
+            b, h, t, d = keys.shape
+            self._k = keys.new_empty((b, h, t + room, d))
+            self._v = values.new_empty((b, values.shape[1], t + room, values.shape[3]))
+            self._k[:, :, :t], self._v[:, :, :t] = keys, values
+            self.keys, self.values, self._t = self._k[:, :, :t], self._v[:, :, :t], t
+            self.is_initialized, self.device = True, keys.device
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.set(key_states, value_states, room=max(64, key_states.shape[2]))
+                return self.keys, self.values
+            t, q = self._t, key_states.shape[2]
+            if t + q > self._k.shape[2]:
+                self.set(self.keys, self.values, room=max(64, t + q))
+            self._k[:, :, t:t + q], self._v[:, :, t:t + q] = key_states, value_states
+            self._t = t + q
+            self.keys, self.values = self._k[:, :, :t + q], self._v[:, :, :t + q]
+            return self.keys, self.values
+
+        def drop_front(self, n: int) -> None:
+            """Forget the first ``n`` positions (a view: no copy)."""
+            self._k, self._v = self._k[:, :, n:], self._v[:, :, n:]
+            self._t -= n
+            self.keys, self.values = self._k[:, :, :self._t], self._v[:, :, :self._t]
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            self.set(self.keys[indices], self.values[indices])
+
+        def move_rows(self, moves: list[tuple[int, int]], rows: int) -> None:
+            """Copy row ``src`` over row ``dst`` for each move, then keep the first ``rows`` rows (in place:
+            only the moved rows are copied, not the whole cache)."""
+            for dst, src in moves:
+                self._k[dst].copy_(self._k[src])
+                self._v[dst].copy_(self._v[src])
+            self._k, self._v = self._k[:rows], self._v[:rows]
+            self.keys, self.values = self._k[:, :, :self._t], self._v[:, :, :self._t]
+
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = GrowingLayer
+    return cache
+
+
 @dataclass
 class _Row:
     index: int  # position in the caller's list
@@ -44,8 +96,6 @@ class _Row:
     min_ngram: int = 2
     out: list[int] = field(default_factory=list)
     seen: dict = field(default_factory=dict)  # n-gram -> start of its latest earlier occurrence
-    misses: int = 0  # drafts rejected in a row: drafting backs off (text that does not copy pays little)
-    steps: int = 0
 
     def __post_init__(self) -> None:
         for end in range(self.ngram, len(self.tokens)):  # n-grams whose continuation is known
@@ -62,17 +112,14 @@ class _Row:
         self.out.append(token)
         self._index(len(self.tokens) - 1)
 
-    def draft(self, k: int) -> list[int]:
+    def draft(self, k: int, min_ngram: int | None = None) -> tuple[list[int], int]:
         """Up to ``k`` tokens that followed the longest recent n-gram (``min_ngram`` tokens at least)
-        matching the row's last tokens. After rejected drafts a row drafts only every 2, 4, … 16 steps."""
-        self.steps += 1
-        if self.misses and self.steps % (1 << min(self.misses, 4)):
-            return []
-        for n in range(min(self.ngram, len(self.tokens) - 1), self.min_ngram - 1, -1):
+        matching the row's last tokens, and that n-gram's length (0: no draft)."""
+        for n in range(min(self.ngram, len(self.tokens) - 1), (min_ngram or self.min_ngram) - 1, -1):
             start = self.seen.get(tuple(self.tokens[-n:]))
             if start is not None:
-                return self.tokens[start:start + k]
-        return []
+                return self.tokens[start:start + k], n
+        return [], 0
 
 
 class NativeEngine:
@@ -80,7 +127,9 @@ class NativeEngine:
 
     ``max_batch_tokens`` bounds ``rows × (cache length + max_new_tokens)`` of the running
     batch (the KV cache it can grow to); ``max_prompt_tokens`` bounds a prefill group's
-    padded prompt positions; ``max_pad_fraction`` bounds a group's padding.
+    padded prompt positions; ``max_pad_fraction`` bounds a group's padding. With ``adaptive``
+    (default) each step's draft width is chosen for the most tokens per second from the measured
+    cost of a pass and the acceptance so far; without it every draft is verified whole.
 
     Example:
         >>> engine = NativeEngine(model, pad_token_id=0, eos_token_ids=[2], max_new_tokens=64,
@@ -93,7 +142,7 @@ class NativeEngine:
     def __init__(self, model, *, pad_token_id: int, eos_token_ids: list[int], max_new_tokens: int,
                  max_batch_tokens: int, max_prompt_tokens: int | None = None, max_pad_fraction: float | None = 0.1,
                  speculative: str | None = None, draft_tokens: int = 4, ngram: int = 3, min_ngram: int = 2,
-                 refill_fraction: float = 0.5) -> None:
+                 adaptive: bool = True, refill_fraction: float = 0.5) -> None:
         if speculative not in (None, *SPECULATIVE):
             raise ValueError(f"speculative must be None or one of {SPECULATIVE}, got {speculative!r}")
         if draft_tokens < 1 or not 1 <= min_ngram <= ngram:
@@ -110,7 +159,11 @@ class NativeEngine:
         self.draft_tokens = draft_tokens
         self.ngram = ngram
         self.min_ngram = min_ngram
+        self.adaptive = adaptive  # choose each step's draft width from measured costs (else always the widest)
         self.refill_fraction = refill_fraction
+        self._holes = False  # a verify pass left masked cache entries: trim and compact
+        self._passes: list[tuple[int, float]] = []  # (tokens, seconds) of recent forward passes
+        self._tier_stats: dict[int, tuple[int, int]] = {}  # n-gram length -> (accepted, proposed) drafts
         import inspect
 
         # transformers renamed past_key_values to cache (5.2x); the GPU image's 5.17 knows only the old name
@@ -178,15 +231,27 @@ class NativeEngine:
                     keep.append(r)
                     nxt.append(row.out[-1])
             if len(keep) < len(rows):
-                rows = [rows[r] for r in keep]
-                if rows:
-                    index = torch.tensor(keep, device=mask.device)
-                    cache.batch_select_indices(index)
+                if keep:
+                    # the last running rows fill the places of those that left: only they are copied
+                    n, kept = len(keep), set(keep)
+                    holes = [r for r in range(n) if r not in kept]
+                    movers = [r for r in keep if r >= n]
+                    moves = list(zip(holes, movers))
+                    for layer in cache.layers:
+                        layer.move_rows(moves, n)
+                    order = list(range(n))
+                    for dst, src in moves:
+                        order[dst] = src
+                    index = torch.tensor(order, device=mask.device)
                     mask = mask[index]
+                    position = {r: i for i, r in enumerate(keep)}
+                    nxt = [nxt[position[r]] for r in order]
+                    rows = [rows[r] for r in order]
                 else:
-                    cache, mask = None, None
-            if rows and (len(keep) < len(new_tokens) or self.speculative):
+                    rows, cache, mask = [], None, None
+            if rows and (len(keep) < len(new_tokens) or self._holes):
                 cache, mask = self._trim(cache, mask)
+                self._holes = False
             last = torch.tensor(nxt, device=self.model.device) if rows else None
         return outputs  # type: ignore[return-value]
 
@@ -195,7 +260,7 @@ class NativeEngine:
         back to the queue (they restart from their prompt: greedy, so their outputs do not change)."""
         if cache is not None:  # a pass that failed midway may have appended to some layers: undo it
             for layer in cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, :mask.shape[1]], layer.values[:, :, :mask.shape[1]]
+                layer.set(layer.keys[:, :, :mask.shape[1]], layer.values[:, :, :mask.shape[1]])
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         stats.oom_splits += 1
@@ -243,8 +308,6 @@ class NativeEngine:
 
     def _join(self, cache, mask, last, group, prompts, stats):
         """Prefill ``group`` and merge its cache, mask and first tokens into the running batch's."""
-        from transformers import DynamicCache
-
         device = self.model.device
         width = max(len(prompts[i]) for i in group)
         ids = torch.full((len(group), width), self.pad_token_id, dtype=torch.long)
@@ -255,7 +318,7 @@ class NativeEngine:
             new_mask[r, width - len(p):] = 1
         ids, new_mask = ids.to(device), new_mask.to(device)
         positions = (new_mask.cumsum(-1) - 1).clamp(min=0)
-        new_cache = DynamicCache()
+        new_cache = _growing_cache()
         out = self._forward(new_cache, input_ids=ids, attention_mask=new_mask, position_ids=positions, logits_to_keep=1)
         first = out.logits[:, -1].argmax(-1)
         stats.batches += 1
@@ -269,7 +332,7 @@ class NativeEngine:
         merged = [[torch.cat([pad(getattr(a, n), (0, 0, t - t_old, 0)), pad(getattr(b, n), (0, 0, t - t_new, 0))])
                    for n in ("keys", "values")] for a, b in zip(cache.layers, new_cache.layers)]
         for layer, (keys, values) in zip(cache.layers, merged):  # all built first: a failure changes nothing
-            layer.keys, layer.values = keys, values
+            layer.set(keys, values)
         mask = torch.cat([pad(mask, (t - t_old, 0)), pad(new_mask, (t - t_new, 0))])
         return cache, mask, torch.cat([last, first])
 
@@ -283,48 +346,99 @@ class NativeEngine:
         out = self._forward(cache, input_ids=last[:, None], attention_mask=full, position_ids=pos[:, None])
         return [[t] for t in out.logits[:, -1].argmax(-1).tolist()], full
 
+    def _timed_forward(self, cache, **inputs):
+        """A forward pass and its greedy tokens, timed (the tolist waits for the device)."""
+        start = time.perf_counter()
+        out = self._forward(cache, **inputs)
+        greedy = out.logits.argmax(-1).tolist()
+        n = inputs["input_ids"].numel()
+        self._passes.append((n, time.perf_counter() - start))
+        del self._passes[:-64]
+        return greedy
+
+    def _pass_cost(self) -> tuple[float, float]:
+        """Seconds per forward pass as ``a + b × tokens``, fitted on recent passes (a guess until then)."""
+        if len(self._passes) < 4:
+            return 0.0, 1.0  # no evidence yet: cost proportional to tokens
+        n = [p[0] for p in self._passes]
+        t = [p[1] for p in self._passes]
+        mean_n, mean_t = sum(n) / len(n), sum(t) / len(t)
+        var = sum((x - mean_n) ** 2 for x in n)
+        if var == 0:
+            return mean_t / 2, mean_t / (2 * mean_n)  # one pass size seen: split the cost evenly
+        b = max(0.0, sum((x - mean_n) * (y - mean_t) for x, y in zip(n, t)) / var)
+        return max(0.0, mean_t - b * mean_n), b
+
     def _speculate(self, rows, cache, mask, last, stats):
-        """Draft per row, verify all drafts in one pass, keep each row's longest matching prefix."""
+        """Draft per row, verify all drafts in one pass, keep each row's longest matching prefix.
+
+        The draft width is chosen each step for the most tokens per second, from the measured
+        cost of a pass (fixed part plus a part per token) and the drafts' acceptance so far: on
+        text that does not copy, or where wide passes cost as much as they gain, it falls to a
+        plain step.
+        """
         k = self.draft_tokens
-        drafts = []
+        drafts, tiers = [], []
         for row in rows:
             room = self.max_new_tokens - len(row.out) - 1  # the verified pass adds one token of its own
-            drafts.append(row.draft(min(k, max(0, room))) if room > 0 else [])
-        width = max((len(d) for d in drafts), default=0)
-        if width == 0:
-            return self._step(rows, cache, mask, last)
+            d, n = row.draft(min(k, room)) if room > 0 else ([], 0)
+            drafts.append(d)
+            tiers.append(n)
+        most = max((len(d) for d in drafts), default=0)
+        if most and self.adaptive:
+            a, b = self._pass_cost()
+            rate = {n: (acc + 1) / (prop + 2) for n, (acc, prop) in self._tier_stats.items()}
+            best_w, best = 0, len(rows) / (a + b * len(rows))
+            for w in range(1, most + 1):
+                expected = sum(rate.get(n, 0.5) * min(len(d), w) for d, n in zip(drafts, tiers))
+                gain = (len(rows) + expected) / (a + b * len(rows) * (w + 1))
+                if gain > best:
+                    best_w, best = w, gain
+            most = best_w
+            drafts = [d[:most] for d in drafts]
+            if most:  # the pass is paid for anyway: rows without a draft guess from their last token alone
+                for r, row in enumerate(rows):
+                    room = self.max_new_tokens - len(row.out) - 1
+                    if not drafts[r] and room > 0:
+                        drafts[r], tiers[r] = row.draft(min(most, room), min_ngram=1)
+        if most == 0:  # nothing worth verifying: a plain step, no holes
+            pos = self._positions(mask)
+            full = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            greedy = self._timed_forward(cache, input_ids=last[:, None], attention_mask=full, position_ids=pos[:, None])
+            return [[g[-1]] for g in greedy], full
+        self._holes = True
         device = self.model.device
-        ids = torch.full((len(rows), width + 1), self.pad_token_id, dtype=torch.long)
+        ids = torch.full((len(rows), most + 1), self.pad_token_id, dtype=torch.long)
         ids[:, 0] = last.cpu()
         for r, d in enumerate(drafts):
             if d:
                 ids[r, 1:1 + len(d)] = torch.tensor(d)
         ids = ids.to(device)
-        pos = self._positions(mask)[:, None] + torch.arange(width + 1, device=device)[None]
-        full = torch.cat([mask, torch.ones((len(rows), width + 1), dtype=mask.dtype, device=device)], dim=1)
-        out = self._forward(cache, input_ids=ids, attention_mask=full, position_ids=pos)
-        greedy = out.logits.argmax(-1).tolist()
+        pos = self._positions(mask)[:, None] + torch.arange(most + 1, device=device)[None]
+        full = torch.cat([mask, torch.ones((len(rows), most + 1), dtype=mask.dtype, device=device)], dim=1)
+        greedy = self._timed_forward(cache, input_ids=ids, attention_mask=full, position_ids=pos)
         fresh = []
         t = mask.shape[1]
-        for r, (d, g) in enumerate(zip(drafts, greedy)):
+        for r, (d, g) in enumerate(zip(drafts, greedy)):  # noqa: B007
             accepted = 0
             while accepted < len(d) and d[accepted] == g[accepted]:
                 accepted += 1
             stats.draft_tokens_proposed += len(d)
             stats.draft_tokens_accepted += accepted
             if d:
-                rows[r].misses = 0 if accepted else rows[r].misses + 1
+                acc, prop = self._tier_stats.get(tiers[r], (0, 0))
+                self._tier_stats[tiers[r]] = (acc + accepted, prop + len(d))
             full[r, t + accepted + 1:] = 0  # the rejected drafts' cache entries: holes, masked out
             fresh.append(g[:accepted + 1])
         return fresh, full
 
     def _trim(self, cache, mask):
-        """Drop cache columns no row uses; compact rows when holes fill over half the cache."""
+        """Drop cache columns no row uses (a view); compact rows when holes fill over half the cache (a copy)."""
         used = mask.any(0)
         first = int(used.nonzero()[0]) if used.any() else mask.shape[1]
         if first:
             for layer in cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+                layer.drop_front(first)
             mask = mask[:, first:]
         real = mask.sum(-1)
         width = int(real.max())
@@ -332,8 +446,8 @@ class NativeEngine:
             order = torch.sort(mask, dim=1, stable=True).indices[:, -width:]  # real positions last, in order
             index = order[:, None, :, None]
             for layer in cache.layers:
-                for name in ("keys", "values"):
-                    x = getattr(layer, name)
-                    setattr(layer, name, x.gather(2, index.expand(-1, x.shape[1], -1, x.shape[3])))
+                k, v = layer.keys, layer.values
+                layer.set(k.gather(2, index.expand(-1, k.shape[1], -1, k.shape[3])),
+                          v.gather(2, index.expand(-1, v.shape[1], -1, v.shape[3])))
             mask = torch.gather(mask, 1, order)
         return cache, mask
