@@ -139,6 +139,21 @@ def run_static(model, prompts, targets, max_batch_tokens, max_pad_fraction):
     return [len([t for t in o if t != PAD]) for o in outs], stats.pad_tokens
 
 
+def run_native(model, prompts, targets, max_batch_tokens, speculative):
+    from hf_instruct_synth.engines.native import NativeEngine
+    from hf_instruct_synth.synthesizer import default_max_prompt_tokens
+
+    engine = NativeEngine(model, pad_token_id=PAD, eos_token_ids=[EOS], max_new_tokens=max(targets),
+                          max_batch_tokens=max_batch_tokens, max_prompt_tokens=default_max_prompt_tokens(model),
+                          speculative=speculative)
+    stats = SynthesisStats()
+    outs = engine.generate(prompts, stats, limits=targets)  # each row stops at its own target
+    ran = str(getattr(model.config, "_attn_implementation", "?"))
+    if speculative:
+        ran += f", drafts {stats.draft_tokens_accepted}/{stats.draft_tokens_proposed} accepted"
+    return [len(o) for o in outs], stats.pad_tokens, None, ran
+
+
 def run_per_row(model, prompts, targets):
     lens = []
     for p, g in zip(prompts, targets):
@@ -205,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mean-new", type=int, default=250)
     ap.add_argument("--per-row", type=int, default=8, help="prompts for the per-row generate baseline")
     ap.add_argument("--max-batch-tokens", type=int, help="static engine budget (default: from free memory)")
-    ap.add_argument("--methods", default="per-row,static-sdpa,static-flash,static-sdpa-nopadlimit,continuous,vllm")
+    ap.add_argument("--methods", default="per-row,static-sdpa,static-flash,static-sdpa-nopadlimit,native,native-spec,"
+                                        "continuous,vllm")
     ap.add_argument("--write", type=Path, help="append the table to this markdown file")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON (rewritten after each method)")
     ap.add_argument("--die-after", help=argparse.SUPPRESS)  # tests: exit hard after the method so named
@@ -314,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         if device == "cuda":
             torch.cuda.synchronize()
         lens, pads = out[0], out[1]
-        seconds = out[2] if len(out) > 2 else time.perf_counter() - start
+        seconds = out[2] if len(out) > 2 and out[2] is not None else time.perf_counter() - start
         ran = out[3] if len(out) > 3 else ran
         peak = out[4] if len(out) > 4 else (torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None)
         if lens != targets[:n]:
@@ -340,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     if "static-sdpa-nopadlimit" in methods:
         m = model_for("sdpa")
         record("ours: static, budget only", lambda: run_static(m, prompts, targets, budget, None), attn_of(m))
+    if "native" in methods:
+        m = model_for("flash_attention_2" if flash else "sdpa")
+        record("ours: native", lambda: run_native(m, prompts, targets, budget, None), attn_of(m))
+    if "native-spec" in methods:
+        m = model_for("flash_attention_2" if flash else "sdpa")
+        record("ours: native + prompt lookup", lambda: run_native(m, prompts, targets, budget, "prompt_lookup"),
+               attn_of(m))
     if "continuous" in methods:
         m = model_for("sdpa")
         record("ours: continuous (transformers)", lambda: run_continuous(m, prompts, targets, budget), "?")

@@ -48,8 +48,8 @@ class DataStats:
     Example:
         >>> import pyarrow as pa
         >>> s = DataStats.of([pa.table({"instruction_response_pairs": [[{"instruction": "Q?", "response": "A"}], []]})])
-        >>> s.rows, s.pairs, s.rows_without_pairs, s.pairs_per_row
-        (2, 1, 1, {'0': 1, '1': 1})
+        >>> s.rows, s.pairs, s.rows_without_pairs, sorted(s.pairs_per_row.items())
+        (2, 1, 1, [('0', 1), ('1', 1)])
     """
 
     rows: int = 0  # rows of the published data (chains, with rounds)

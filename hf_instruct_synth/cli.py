@@ -90,13 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=["auto", "native", "static", "continuous", "vllm"], default="auto",
                    help="generation back end: native (our loop: continuous batching, speculation), static "
                         "length-sorted batches, transformers' continuous batching, or vLLM (extra 'vllm'); "
-                        "auto = vLLM when it imports, else native (see benchmarks/RESULTS.md)")
+                        "auto = vLLM on a GPU when it imports, else native (see benchmarks/RESULTS.md)")
     s.add_argument("--speculative", choices=["prompt_lookup"],
                    help="draft tokens from each row's own prompt and output, verified in one pass (the synthesizer "
                         "copies from its text); engines native and vllm")
     s.add_argument("--draft-tokens", type=POSITIVE, default=4, help="with --speculative: tokens drafted per step (4)")
     s.add_argument("--ngram", type=_count(2), default=3, help="with --speculative: longest n-gram looked up (3)")
-    s.add_argument("--batch-size", type=POSITIVE, default=256, help="rows handed to the transform at once (default: 256)")
+    s.add_argument("--batch-size", type=POSITIVE, default=256,
+                   help="rows handed to the static engine at once (default: 256); the native, continuous and "
+                        "vLLM engines take a whole shard")
     s.add_argument("--shard-rows", type=POSITIVE, default=10_000, help="rows per output shard (default: 10000)")
     s.add_argument("--rounds", type=POSITIVE, default=1, metavar="M",
                    help="M-shot multi-round synthesis: chain texts in M rounds and templify each chain into "

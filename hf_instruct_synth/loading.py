@@ -28,11 +28,41 @@ def resolve_placement(device: str | None, dtype: str | None, attn: str | None,
     on_gpu = device.startswith("cuda")
     if on_gpu:  # before the first allocation: fewer fragmentation OOMs on varied batch shapes
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    else:
+        torch.set_num_threads(cpu_threads())
     if dtype is None:
         dtype = "bfloat16" if on_gpu else "float32"
     if attn is None:
         attn = "flash_attention_2" if on_gpu and flash_attention_usable(device, dtype) else "sdpa"
     return device, dtype, attn
+
+
+def cpu_threads() -> int:
+    """Threads for a CPU run: one per core that is idle now (measured over 0.2 s), at least one.
+
+    PyTorch's default, one thread per core, collapses when another process keeps a core busy:
+    its threads wait for each other at every operation (measured: benchmarks/RESULTS.md).
+    ``OMP_NUM_THREADS`` or ``HF_INSTRUCT_SYNTH_CPU_THREADS``, when set, win.
+
+    Example:
+        >>> cpu_threads() >= 1
+        True
+    """
+    for name in ("HF_INSTRUCT_SYNTH_CPU_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(name, "").strip().isdigit():
+            return max(1, int(os.environ[name]))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        import psutil
+
+        busy = psutil.cpu_percent(interval=0.2, percpu=True)
+        idle = sum(1 for b in busy if b < 50)
+    except Exception:  # noqa: BLE001 - no measurement: every core
+        idle = cores
+    return max(1, min(cores, idle))
 
 
 def flash_attention_usable(device: str, dtype: str) -> bool:

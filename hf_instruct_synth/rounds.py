@@ -46,8 +46,10 @@ def fits_history(prompt_ids: list[int], prompt_text: str, limit: int, budget: st
     prompt longer than the context cannot be generated from.
 
     Example:
-        >>> fits_history([0] * 10, "a b c d", 6, "words"), fits_history([0] * 10, "a b c d", 6, "tokens")
+        >>> fits_history([0] * 5, "a b c d", 6, "words"), fits_history([0] * 5, "a b c d e", 6, "words")
         (True, False)
+        >>> fits_history([0] * 7, "a b", 6, "tokens")
+        False
     """
     if budget == "words" and len(prompt_text.split(" ")) * 1.5 > limit:
         return False

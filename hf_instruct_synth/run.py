@@ -21,6 +21,10 @@ from .stats import SynthesisStats
 from .synthesizer import InstructionSynthesizer
 
 
+#: Engines that keep their own queue of rows; the runner hands them a whole shard per call.
+SELF_SCHEDULING = ("native", "vllm", "continuous")
+
+
 @dataclass
 class RunOutcome:
     """What a run did: the whole job's counters, this run's share, and what it found on disk."""
@@ -225,8 +229,11 @@ class ShardWriter:
             from .inputs import as_text
 
             col, tables = synth.text_column, []
-            for offset in range(0, len(rows), self.batch_size):
-                part = rows.select(range(offset, min(offset + self.batch_size, len(rows))))
+            # engines that schedule rows themselves (rows leave and join as they finish) get the whole shard
+            # at once: a batch boundary would run their batch dry at its tail
+            step = len(rows) if synth.resolved_engine() in SELF_SCHEDULING else self.batch_size
+            for offset in range(0, len(rows), max(1, step)):
+                part = rows.select(range(offset, min(offset + step, len(rows))))
                 table = part.with_format("arrow")[:]
                 # the python view decodes what Arrow stores (a Json-typed column holds JSON text)
                 batch = part.select_columns([col])[:] if col in part.column_names else {}

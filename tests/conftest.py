@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# doctests are collected from the package; these helpers are not modules to import as tests
+collect_ignore = ["fake_vllm", "mutation.py", "hub_server.py"]
 from hub_server import HubServer  # noqa: E402
 
 # The Hub, brought to the tests: huggingface_hub and datasets read these at import time, so

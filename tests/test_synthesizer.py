@@ -297,3 +297,19 @@ def test_a_worker_is_pinned_to_its_own_gpu_before_cuda_starts(monkeypatch):
     assert loading.pin_worker_to_gpu(None) is None
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     assert loading.pin_worker_to_gpu(1) is None  # too late: CUDA already runs in this process
+
+
+def test_cpu_threads_follow_the_idle_cores(monkeypatch):
+    import psutil
+
+    from hf_instruct_synth import loading
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("HF_INSTRUCT_SYNTH_CPU_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: [100.0, 3.0, 97.0, 10.0])
+    assert loading.cpu_threads() == 2  # two cores are taken by another process
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: [100.0] * 4)
+    assert loading.cpu_threads() == 1
+    monkeypatch.setenv("HF_INSTRUCT_SYNTH_CPU_THREADS", "3")
+    assert loading.cpu_threads() == 3

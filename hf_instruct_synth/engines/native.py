@@ -175,8 +175,14 @@ class NativeEngine:
 
     # ------------------------------------------------------------------ the loop
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], stats: SynthesisStats) -> list[list[int]]:
-        """Greedy continuations of ``prompts`` (EOS and padding removed), in the prompts' order."""
+    def generate(self, prompts: list[list[int]], stats: SynthesisStats,
+                 limits: list[int] | None = None) -> list[list[int]]:
+        """Greedy continuations of ``prompts`` (EOS and padding removed), in the prompts' order.
+
+        ``limits`` gives each prompt its own ``max_new_tokens`` (benchmarks use it to fix every
+        row's output length); default: ``max_new_tokens`` for all.
+        """
+        cap = limits if limits is not None else [self.max_new_tokens] * len(prompts)
         outputs: list[list[int] | None] = [None] * len(prompts)
         waiting = deque(sorted(range(len(prompts)), key=lambda i: -len(prompts[i])))
         rows: list[_Row] = []
@@ -202,7 +208,7 @@ class NativeEngine:
                         stats.generated_tokens += len(group)
                 passing = len(rows)
                 if self.speculative:
-                    new_tokens, new_mask = self._speculate(rows, cache, mask, last, stats)
+                    new_tokens, new_mask = self._speculate(rows, cache, mask, last, stats, cap)
                 else:
                     new_tokens, new_mask = self._step(rows, cache, mask, last)
             except Exception as err:  # noqa: BLE001 - only OOM is handled, the rest re-raised
@@ -218,15 +224,16 @@ class NativeEngine:
             # who is finished; what each row feeds next
             keep, nxt = [], []
             for r, (row, fresh) in enumerate(zip(rows, new_tokens)):
-                done = bool(row.out) and (row.out[-1] in self.eos or len(row.out) >= self.max_new_tokens)
+                limit = cap[row.index]
+                done = bool(row.out) and (row.out[-1] in self.eos or len(row.out) >= limit)
                 for token in fresh:
                     if done:
                         break
                     row.push(token)
                     stats.generated_tokens += 1
-                    done = token in self.eos or len(row.out) >= self.max_new_tokens
+                    done = token in self.eos or len(row.out) >= limit
                 if done:
-                    outputs[row.index] = [t for t in row.out[:self.max_new_tokens] if t not in self.eos]
+                    outputs[row.index] = [t for t in row.out[:limit] if t not in self.eos]
                 else:
                     keep.append(r)
                     nxt.append(row.out[-1])
@@ -369,7 +376,7 @@ class NativeEngine:
         b = max(0.0, sum((x - mean_n) * (y - mean_t) for x, y in zip(n, t)) / var)
         return max(0.0, mean_t - b * mean_n), b
 
-    def _speculate(self, rows, cache, mask, last, stats):
+    def _speculate(self, rows, cache, mask, last, stats, cap):
         """Draft per row, verify all drafts in one pass, keep each row's longest matching prefix.
 
         The draft width is chosen each step for the most tokens per second, from the measured
@@ -380,7 +387,7 @@ class NativeEngine:
         k = self.draft_tokens
         drafts, tiers = [], []
         for row in rows:
-            room = self.max_new_tokens - len(row.out) - 1  # the verified pass adds one token of its own
+            room = cap[row.index] - len(row.out) - 1  # the verified pass adds one token of its own
             d, n = row.draft(min(k, room)) if room > 0 else ([], 0)
             drafts.append(d)
             tiers.append(n)
@@ -398,7 +405,7 @@ class NativeEngine:
             drafts = [d[:most] for d in drafts]
             if most:  # the pass is paid for anyway: rows without a draft guess from their last token alone
                 for r, row in enumerate(rows):
-                    room = self.max_new_tokens - len(row.out) - 1
+                    room = cap[row.index] - len(row.out) - 1
                     if not drafts[r] and room > 0:
                         drafts[r], tiers[r] = row.draft(min(most, room), min_ngram=1)
         if most == 0:  # nothing worth verifying: a plain step, no holes

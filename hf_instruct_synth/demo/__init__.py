@@ -1,0 +1,1 @@
+"""The bundled demo synthesizer: its weights, tokenizer and the script that trained them."""

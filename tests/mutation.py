@@ -1,0 +1,80 @@
+"""Mutation testing (mutmut) over the modules where a wrong line changes which rows, pairs or files come out.
+
+Each module is mutated in a scratch copy of the repository, against the test files that aim
+at it (so a run takes minutes on 2 cores, not hours); the score and every surviving mutant
+are printed. A survivor is either equivalent (no behaviour changed) or a missing test.
+
+    pip install -e ".[dev]"
+    python tests/mutation.py format batching        # modules by name; default: all of MODULES
+    python tests/mutation.py shards --show-survivors
+
+Not part of the test suite (CI runs the tests, not this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: module -> the test files aimed at it
+MODULES = {
+    "format": ["tests/test_format.py"],
+    "batching": ["tests/test_batching.py"],
+    "shards": ["tests/test_output_dir.py"],
+    "templify": ["tests/test_rounds.py", "tests/test_augmented.py"],
+    "card": ["tests/test_hub.py"],
+    "hub": ["tests/test_hub.py"],
+    "synthesizer": ["tests/test_synthesizer.py", "tests/test_inputs.py"],
+    "engines/native": ["tests/test_native_engine.py"],
+}
+
+
+def run(module: str, show: bool) -> tuple[int, int, list[str]]:
+    tests = MODULES[module]
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+        work = Path(tmp) / "repo"
+        shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".git", ".venv*", "mutants", "build", "dist",
+                                                                   "*.egg-info", "__pycache__", ".pytest_cache",
+                                                                   ".hypothesis", "out"))
+        pyproject = (work / "pyproject.toml").read_text()
+        pyproject = pyproject.replace('addopts = "-ra --doctest-modules"', 'addopts = "-ra -p no:cacheprovider"')
+        pyproject += ("\n[tool.mutmut]\nsource_paths = [\"hf_instruct_synth\"]\n"
+                      f"only_mutate = [\"hf_instruct_synth/{module}.py\"]\n"
+                      f"pytest_add_cli_args_test_selection = {tests!r}\n".replace("'", '"'))
+        (work / "pyproject.toml").write_text(pyproject)
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "2"], cwd=work,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work,
+                             capture_output=True, text=True).stdout
+        status = dict(re.findall(r"^\s*(\S+): (\w+)", out, re.M))
+        killed = sum(1 for v in status.values() if v in ("killed", "timeout", "caught_by_type_check"))
+        survivors = sorted(k for k, v in status.items() if v == "survived")
+        if show:
+            for name in survivors:
+                diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work,
+                                      capture_output=True, text=True).stdout
+                print(diff)
+        return killed, len(status), survivors
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("modules", nargs="*", default=list(MODULES), choices=list(MODULES) + [[]])
+    ap.add_argument("--show-survivors", action="store_true", help="print each surviving mutant's diff")
+    args = ap.parse_args(argv)
+    for module in args.modules or list(MODULES):
+        killed, total, survivors = run(module, args.show_survivors)
+        score = killed / total if total else 0.0
+        print(f"{module}: {killed}/{total} mutants killed ({score:.0%}); survivors: {', '.join(survivors) or 'none'}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
