@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -120,3 +121,25 @@ def test_repetition_loops_are_dropped_and_counted():
     out = synth({"text": ["A text."]})
     assert out["instruction_response_pairs"] == [[{"instruction": "Who?", "response": "Ada."}]]
     assert synth.stats.repetition_loops == 2 and synth.stats.pairs == 1
+
+
+@pytest.mark.parametrize("text, kwargs, expected", [
+    ("a a a a a a", {}, True),  # one word, six times
+    ("a a a b c d e f g h", {}, False),  # one word needs four repeats
+    ("a a a a b c", {}, False),  # four repeats, but only four words of loop (< 6)
+    ("a a a a b c", {"min_words": 4}, True),
+    ("x y x y x y", {}, True),  # two words, three times
+    ("x y x y p q r s t u", {}, False),  # two repeats are not a loop
+    ("x y x y x y " + " ".join(f"w{i}" for i in range(24)), {}, False),  # six looping words of 30: under 30 %
+    ("x y x y x y " + " ".join(f"w{i}" for i in range(14)), {}, True),  # six of 20: 30 %
+    ("x y x y x y " + " ".join(f"w{i}" for i in range(14)), {"share": 0.31}, False),
+    ("one two three four five six seven eight " * 3, {}, True),  # eight-word phrase, three times
+    ("one two three four five six seven eight nine " * 3, {}, False),  # nine words: longer than any loop we look for
+    ("The answer starts well. " + "and then the " * 4, {}, True),  # a loop after a normal start
+    ("b a b a b a", {}, True),
+    ("a b c a b c a b", {}, False),  # three words, not three times in full
+])
+def test_repetition_loop_boundaries(text, kwargs, expected):
+    from hf_instruct_synth.format import is_repetition_loop
+
+    assert is_repetition_loop(text, **kwargs) is expected
