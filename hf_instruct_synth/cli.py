@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=["auto", "native", "static", "continuous", "vllm"], default="auto",
                    help="generation back end: native (our loop: continuous batching, speculation), static "
                         "length-sorted batches, transformers' continuous batching, or vLLM (extra 'vllm'); "
-                        "auto = vLLM on a GPU when it imports, else native (see benchmarks/RESULTS.md)")
+                        "auto = vLLM when it imports, else native (see benchmarks/RESULTS.md)")
     s.add_argument("--speculative", choices=["prompt_lookup"],
                    help="draft tokens from each row's own prompt and output, verified in one pass (the synthesizer "
                         "copies from its text); engines native and vllm")

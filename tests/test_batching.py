@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,3 +62,31 @@ def test_pad_limit_bounds_the_pad_share_on_a_skewed_mix():
 
 def test_left_pad():
     assert left_pad([[1, 2, 3], [4]], 4, 0) == ([[0, 1, 2, 3], [0, 0, 0, 4]], [[0, 1, 1, 1], [0, 0, 0, 1]])
+
+
+def test_exact_fits_are_allowed_and_limits_do_not_over_cut():
+    # rows x (width + new) == budget: one bucket, not two
+    assert len(token_budget_buckets([10, 10], 5, 30)) == 1 and len(token_budget_buckets([10, 10], 5, 29)) == 2
+    # padded prompt positions exactly at the cap: one bucket
+    assert len(token_budget_buckets([10, 10], 0, 10**6, max_prompt_tokens=20)) == 1
+    assert len(token_budget_buckets([10, 10], 0, 10**6, max_prompt_tokens=19)) == 2
+    # padding exactly at the limit is allowed; lengths well within it share a bucket
+    assert len(token_budget_buckets([10, 8], 0, 10**6, max_pad_fraction=0.1)) == 1  # pad 2 = 0.1 x 2 x 10
+    assert len(token_budget_buckets([10, 7], 0, 10**6, max_pad_fraction=0.1)) == 2
+    assert len(token_budget_buckets([100, 95, 92], 0, 10**6, max_pad_fraction=0.1)) == 1
+
+
+def test_defaults_round_nothing_and_the_budget_must_be_positive():
+    from hf_instruct_synth.batching import round_up
+
+    assert [b.width for b in token_budget_buckets([7, 5], 0, 100)] == [7]  # no rounding by default
+    assert round_up(5, 2) == 6 and round_up(6, 2) == 6 and round_up(5, 1) == 5 and round_up(9, 8) == 16
+    with pytest.raises(ValueError, match="max_batch_tokens must be positive, got 0"):
+        token_budget_buckets([1], 0, 0)
+    assert token_budget_buckets([1], 0, 1)[0].indices == [0]
+
+
+def test_left_pad_fills_to_width_and_refuses_a_row_too_long():
+    assert left_pad([[1, 2, 3]], 3, 0) == ([[1, 2, 3]], [[1, 1, 1]])  # a row exactly as wide
+    with pytest.raises(ValueError, match="row of 4 tokens does not fit width 3"):
+        left_pad([[1, 2, 3, 4]], 3, 0)

@@ -68,7 +68,7 @@ def test_gpu_bench_wrapper_leaves_no_reference_cycle():
 def test_throughput_bench_smoke_with_vllm_worker(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(FAKE_VLLM)}  # a stand-in vllm (tests/fake_vllm) for the worker
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_throughput.py"), "--tiny", "--prompts", "6",
-                           "--new-tokens", "8", "--vllm-python", sys.executable], capture_output=True, text=True,
+                           "--new-tokens", "8", "--vllm-python", sys.executable, "--repeats", "2"], capture_output=True, text=True,
                           timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| (")]

@@ -143,3 +143,21 @@ def test_repetition_loop_boundaries(text, kwargs, expected):
     from hf_instruct_synth.format import is_repetition_loop
 
     assert is_repetition_loop(text, **kwargs) is expected
+
+
+def test_dedupe_is_lowercase_as_in_the_reference():
+    # "ß".lower() stays "ß" but "ß".upper() is "SS": the reference lowercases, so these two stay apart
+    out = parse_pairs("<QUE> Wo ist die Straße? <ANS> a </END>\n\n<QUE> WO IST DIE STRASSE? <ANS> b </END>")
+    assert len(out) == 2
+
+
+@pytest.mark.parametrize("text, kwargs, expected", [
+    ("a a a b", {"min_words": 3}, False),  # a single word needs four repeats
+    ("a a a a b", {"min_words": 3}, True),
+    ("x y p q x y r s t u v w", {}, False),  # a bigram seen twice, not back to back
+    ("x y x y x y z z", {"min_words": 6, "share": 0.75}, True),  # 6 of 8 words
+])
+def test_repetition_loop_counts_only_back_to_back_repeats(text, kwargs, expected):
+    from hf_instruct_synth.format import is_repetition_loop
+
+    assert is_repetition_loop(text, **kwargs) is expected

