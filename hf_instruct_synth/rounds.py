@@ -78,9 +78,9 @@ def synthesize_rounds(dataset, synthesizer: InstructionSynthesizer, rounds: int 
     start = time.perf_counter()
     synth = synthesizer
     texts = list(dataset[synth.text_column]) if synth.text_column in dataset.column_names else \
-        synth._column(dataset[:0])
+        synth.texts_of(dataset[:0])
     chains = build_chains(len(texts), rounds)
-    valid = set(synth._valid_rows(texts, list(range(row_offset, row_offset + len(texts)))))
+    valid = set(synth.check_rows(texts, list(range(row_offset, row_offset + len(texts)))))
     limit = synth.max_model_len - synth.max_new_tokens
     if valid:
         synth.load()
@@ -108,13 +108,13 @@ def synthesize_rounds(dataset, synthesizer: InstructionSynthesizer, rounds: int 
                 ids = synth.fit_prompt(texts[row], f"row {row + row_offset}")
             prompts.append(ids)
             todo.append(c)
-        outputs, pairs = synth._generate(prompts) if prompts else ([], [])
+        outputs, pairs = synth.generate_prompts(prompts) if prompts else ([], [])
         for c, out, row_pairs in zip(todo, outputs, pairs):
             link = links[c][-1]
             link["synthesizer_output"], link["instruction_response_pairs"] = out, row_pairs
             prefix = history[c] if link["inherits"] else []
             history[c] = [*prefix, (link["text"], row_pairs)] if row_pairs else []
-        synth._count_rows([links[c][-1]["instruction_response_pairs"] for c, _ in members], generated=len(prompts))
+        synth.count_rows([links[c][-1]["instruction_response_pairs"] for c, _ in members], generated=len(prompts))
     synth.stats.wall_time_s += time.perf_counter() - start
     columns: dict[str, list] = {"chain_id": [row_offset + c for c in range(len(chains))],
                                 "rows": [[row_offset + i for i in chain] for chain in chains], "links": links}

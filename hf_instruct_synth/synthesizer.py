@@ -190,21 +190,22 @@ class InstructionSynthesizer:
         if isinstance(rank, list):  # with_indices=True (and maybe with_rank=True)
             indices, rank = rank, (more[0] if more else None)
         start = time.perf_counter()
-        texts = self._column(batch)
-        todo = self._valid_rows(texts, indices)
+        texts = self.texts_of(batch)
+        todo = self.check_rows(texts, indices)
         outputs = [""] * len(texts)
         pairs: list[list[Pair]] = [[] for _ in texts]
         if todo:
             self._load(rank)
             prompts = self._prompt_ids([texts[i] for i in todo], [self._row_name(i, indices) for i in todo])
-            for i, text_out, row_pairs in zip(todo, *self._generate(prompts)):
+            for i, text_out, row_pairs in zip(todo, *self.generate_prompts(prompts)):
                 outputs[i], pairs[i] = text_out, row_pairs
-        self._count_rows(pairs, generated=len(todo))
+        self.count_rows(pairs, generated=len(todo))
         self.stats.wall_time_s += time.perf_counter() - start
         return {"instruction_response_pairs": PairsColumn(pairs), "synthesizer_output": outputs}
 
-    def _valid_rows(self, texts: list, indices: list[int] | None) -> list[int]:
-        """Indices of rows to generate for; invalid rows raise or are skipped, empty ones counted."""
+    # ------------------------------------------------------------------ the phases, public for rounds.py
+    def check_rows(self, texts: list, indices: list[int] | None) -> list[int]:
+        """Phase 1: indices of rows to generate for; invalid rows raise or are skipped, empty ones counted."""
         from .inputs import text_problem
 
         todo = []
@@ -227,8 +228,9 @@ class InstructionSynthesizer:
             todo.append(i)
         return todo
 
-    def _generate(self, prompts: list[list[int]]) -> tuple[list[str], list[list[Pair]]]:
-        """Generate for token-id prompts; return decoded outputs and their parsed pairs, in order."""
+    def generate_prompts(self, prompts: list[list[int]]) -> tuple[list[str], list[list[Pair]]]:
+        """Phase 3 (after :meth:`fit_prompt` / :meth:`encode_prompt`): generate for token-id prompts; return
+        decoded outputs and their parsed pairs (repetition loops dropped), in order."""
         loaded = self._load()
         generated = loaded["engine"].generate(prompts, self.stats)
         decoded = loaded["tokenizer"].batch_decode(generated, skip_special_tokens=True)
@@ -242,7 +244,8 @@ class InstructionSynthesizer:
             parsed.append(kept)
         return decoded, parsed
 
-    def _count_rows(self, pairs: list[list[Pair]], generated: int) -> None:
+    def count_rows(self, pairs: list[list[Pair]], generated: int) -> None:
+        """Phase 4: add the rows' pair counts to :attr:`stats`."""
         for row_pairs in pairs:
             self.stats.pairs += len(row_pairs)
             self.stats.rows_without_pairs += not row_pairs
@@ -251,7 +254,8 @@ class InstructionSynthesizer:
         self.stats.rows += len(pairs)
         self.stats.rows_generated += generated
 
-    def _column(self, batch: Mapping[str, list]) -> list:
+    def texts_of(self, batch: Mapping[str, list]) -> list:
+        """The batch's text column, or an error naming the columns present."""
         try:
             return list(batch[self.text_column])
         except KeyError:

@@ -30,6 +30,7 @@ def hub():
     yield HUB
     HUB.state.fail = {"commit": [], "upload": []}
     HUB.state.tokens = {os.environ["HF_TOKEN"]: "write"}
+    HUB.state.upload_delay_s = 0.0
 
 WORDS = ("the river city north water king queen castle ancient bridge built year people market trade "
          "mountain library scholar wrote letter harbour ship winter summer village church old new").split()

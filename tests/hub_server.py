@@ -45,6 +45,7 @@ class HubState:
         self.commit_paths: list[list[str]] = []  # paths added by each commit
         self.auth_headers: list[str] = []
         self.tokens: dict[str, str] = {}  # token -> role ("write" or "read"); others get 401
+        self.upload_delay_s = 0.0  # each LFS upload waits this long (to kill a client mid-push)
         self.snapshots: list[dict[str, bytes]] = []  # each repo's files after every commit (path -> bytes)
         self.lock = threading.Lock()
 
@@ -277,6 +278,7 @@ def make_handler(state: HubState):
             if self._maybe_fail("upload"):
                 return
             data = self._body()
+            time.sleep(state.upload_delay_s)
             if hashlib.sha256(data).hexdigest() != m.group(1):
                 return self._error(400, "BadChecksum", "sha256 mismatch")
             with state.lock:

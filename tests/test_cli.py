@@ -178,7 +178,9 @@ def test_demo_model_is_small_and_documented():
     folder = Path(DEMO_MODEL)
     assert (folder / "model.safetensors").stat().st_size < 15 * 2**20
     assert "demonstration" in (folder / "README.md").read_text()
-    assert InstructionSynthesizer(model=DEMO_MODEL).fingerprint()  # a folder digest, no load
+    synth = InstructionSynthesizer(model=DEMO_MODEL)
+    assert synth.fingerprint() != InstructionSynthesizer(model=DEMO_MODEL, max_new_tokens=399).fingerprint()
+    assert not synth.is_loaded  # fingerprinted from a folder digest, without loading the model
 
 
 def test_cli_push_to_hub_publishes_what_load_dataset_reads_back(hub, tmp_path, monkeypatch, capsys):

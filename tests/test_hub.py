@@ -285,3 +285,41 @@ def test_push_refuses_an_unfinished_or_damaged_run(hub, tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PushError, match="unfinished run"):
         push_output_dir(out, _repo(), license="mit", progress=False)
+
+
+def test_kill_9_mid_push_then_rerun(hub, tmp_path):
+    """A push killed while uploading: readers saw nothing, the rerun completes without resending, and the
+    killed process's temporary shards are removed by the next push."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    repo, ds = _repo(), _augmented(60)
+    ds.save_to_disk(tmp_path / "ds")
+    scratch = Path(tempfile.gettempdir()) / "hf-instruct-synth-push"
+    before = set(scratch.glob("pid-*")) if scratch.exists() else set()
+    code = ("import sys; from datasets import load_from_disk; from hf_instruct_synth.hub import push_augmented_to_hub;"
+            f"push_augmented_to_hub(load_from_disk({str(tmp_path / 'ds')!r}), {repo!r}, max_shard_size=1500,"
+            "progress=False, card_kwargs={'license': 'mit'})")
+    hub.state.upload_delay_s = 0.3
+    uploads = len(hub.state.uploads)
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
+    deadline = time.time() + 120
+    while len(hub.state.uploads) < uploads + 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the push ended before it could be killed"
+    assert not any(p.startswith("data/") for p in hub.state.repos[repo].files)  # no commit: readers saw nothing
+    left = set(scratch.glob("pid-*")) - before
+    assert left  # the killed process could not clean up
+    hub.state.upload_delay_s = 0.0
+    stored = set(hub.state.uploads)
+    resumed_from = len(hub.state.uploads)
+    _push(ds, repo, stats=None)
+    assert not set(hub.state.uploads[resumed_from:]) & stored  # blobs that arrived before the kill: not resent
+    assert load_dataset(repo)["train"].to_list() == ds.to_list()
+    assert not any(p.exists() for p in left)  # the next push removed the dead process's folder

@@ -30,31 +30,35 @@ def test_leftover_links_of_a_short_last_slice_are_kept():
 
 
 class ScriptedSynth:
-    """Wraps a synthesizer so generation is scripted from the prompt: no model runs."""
+    """A synthesizer whose engine (plugged in through the public ``engine=`` seam) scripts each output
+    from its prompt: no model runs, and every prompt the engine saw is kept in ``seen``."""
 
-    def __init__(self, synth, tokenizer):
+    def __init__(self, synth_kwargs, tokenizer):
         self.seen: list[str] = []
-        self.synth = synth
-        synth._loaded = {"tokenizer": tokenizer, "model": None, "engine": None}
+        outer = self
 
-        def fake_generate(prompts):
-            outs = []
-            for ids in prompts:
-                prompt = tokenizer.decode(ids)
-                self.seen.append(prompt)
-                last = prompt.rsplit("<CON> ", 1)[1].split(" </CON>")[0]
-                outs.append("" if "NOPAIRS" in last else f"<QUE> What about {last}? <ANS> {last} </END>")
-            from hf_instruct_synth.format import parse_pairs
+        class Engine:
+            name = "scripted-rounds"
 
-            return outs, [parse_pairs(o) for o in outs]
+            def __init__(self):
+                self.tokenizer = tokenizer
 
-        synth._generate = fake_generate
+            def generate(self, prompts, stats):
+                outs = []
+                for ids in prompts:
+                    prompt = tokenizer.decode(ids)
+                    outer.seen.append(prompt)
+                    last = prompt.rsplit("<CON> ", 1)[1].split(" </CON>")[0]
+                    text = "" if "NOPAIRS" in last else f"<QUE> What about {last}? <ANS> {last} </END>"
+                    outs.append(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+                return outs
+
+        self.synth = InstructionSynthesizer(model="unused/by-the-fake", engine=Engine(), **synth_kwargs)
 
 
 def _scripted(tiny_tokenizer, **kw):
     kw.setdefault("max_new_tokens", 16)
-    synth = InstructionSynthesizer(model="unused/by-the-fake", **kw)
-    return ScriptedSynth(synth, tiny_tokenizer)
+    return ScriptedSynth(kw, tiny_tokenizer)
 
 
 def test_chains_inherit_history_only_after_pairs(tiny_tokenizer):
