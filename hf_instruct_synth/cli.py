@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="DIR", help="the run's output folder (holds manifest.json)")
     p.add_argument("repo_id", metavar="REPO_ID", help="the dataset repo, e.g. user/corpus-augmented")
     p.add_argument("--private", action="store_true", help="create the repo private")
-    p.add_argument("--license", help="the card's license (default: the repo card's, else the source Hub dataset's)")
+    p.add_argument("--license", help="the card's license (default: the source Hub dataset's, else the repo card's, "
+                                      "else 'other', which the card explains)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser

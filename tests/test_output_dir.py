@@ -47,15 +47,21 @@ def _check_clean(out: Path, texts=TEXTS) -> None:
 
 
 def test_clean_run_is_a_dataset_in_input_order(tmp_path):
-    outcome, _ = _run(tmp_path / "o")
-    _check_clean(tmp_path / "o")
+    outcome, _ = _run(tmp_path / "nested" / "new" / "o")  # parents are made
+    _check_clean(tmp_path / "nested" / "new" / "o")
+    tmp_path = tmp_path / "nested" / "new"
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["complete"] is True and manifest["shards"] == 4 and manifest["rows"] == 10
+    assert manifest["about"]["generation"]["max_new_tokens"] == 64 and manifest["finished"]
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert stats["rows"] == 10 and stats["pairs"] == sum(len(scripted_pairs(t)) for t in TEXTS)
     assert outcome.shards_written == 4 and outcome.complete and outcome.total.rows == 10
     sidecar = json.loads((tmp_path / "o" / ".hf-instruct-synth" / "train-00001.json").read_text())
     assert (sidecar["start"], sidecar["stop"], sidecar["rows"]) == (3, 6, 3) and len(sidecar["sha256"]) == 64
 
 
 @pytest.mark.parametrize("damage", ["truncate", "swap", "delete_file", "garbage_sidecar", "foreign_sidecar",
-                                    "extra_bytes"])
+                                    "extra_bytes", "flip_byte", "wrong_range", "wrong_rows", "wrong_index"])
 def test_damaged_shards_are_named_and_regenerated(tmp_path, damage):
     out = tmp_path / "o"
     _run(out)
@@ -73,6 +79,17 @@ def test_damaged_shards_are_named_and_regenerated(tmp_path, damage):
         shutil.copy(out / ".hf-instruct-synth" / "train-00001.json", side)
     elif damage == "extra_bytes":
         shard.write_bytes(shard.read_bytes() + b"x")
+    elif damage == "flip_byte":  # same size: only the checksum can tell
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        shard.write_bytes(bytes(data))
+    else:  # a sidecar edited to another range, row count or index, the file left as it is
+        side_data = json.loads(side.read_text())
+        field, value = {"wrong_range": ("start", 0), "wrong_rows": ("rows", 2), "wrong_index": ("index", 3)}[damage]
+        side_data[field] = value
+        if damage == "wrong_range":
+            side_data["stop"] = 3
+        side.write_text(json.dumps(side_data))
     outcome, lines = _run(out)
     assert outcome.shards_written == 1 and outcome.shards_before == 3
     assert len(lines) == 1 and "shard 2 (data/train-00002.parquet)" in lines[0] and "generating it again" in lines[0]
@@ -108,6 +125,55 @@ def test_a_write_that_dies_halfway_leaves_no_partial_shard(tmp_path, monkeypatch
     _run(out)
     _check_clean(out)
     assert not list(out.rglob("*.tmp"))
+
+
+def test_an_unfinished_run_is_marked_incomplete(tmp_path):
+    from hf_instruct_synth.shards import ShardStore as Store
+
+    out = tmp_path / "o"
+    _run(out)
+    store = Store(out, json.loads((out / "manifest.json").read_text())["job"]).open()
+    try:
+        (out / "data" / "train-00003.parquet").unlink()
+        store.verify()
+        store.finalize(expected_shards=4)
+    finally:
+        store.close()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is False and manifest["shards"] == 3
+
+
+def test_files_inside_data_that_are_not_shards_are_foreign(tmp_path):
+    out = tmp_path / "o"
+    _run(out)
+    (out / "data" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputDirError, match=r"did not write \(data/notes.txt\)"):
+        _run(out, overwrite=True)
+    (out / "data" / "notes.txt").unlink()
+    (out / "data" / "sub").mkdir()
+    with pytest.raises(OutputDirError, match=r"did not write \(data/sub\)"):
+        _run(out, overwrite=True)
+    (out / "data" / "sub").rmdir()
+    (out / ".hf-instruct-synth" / "train-00009.json.tmp").write_text("{")  # ours: a cut-off sidecar write
+    outcome, _ = _run(out)
+    assert outcome.shards_written == 0 and not list(out.rglob("*.tmp"))
+
+
+def test_a_resumed_stream_keeps_the_first_shards_schema(tmp_path):
+    def rows():
+        for i, t in enumerate(TEXTS):
+            yield {"text": t, "tag": None if i < 4 else f"tag-{i}"}
+
+    out = tmp_path / "o"
+    run = lambda: run_to_dir(IterableDataset.from_generator(rows), _synth(), out, shard_rows=3,  # noqa: E731
+                             progress=False, source="stream", log=lambda _: None)
+    run()
+    last = out / "data" / "train-00003.parquet"
+    last.unlink()
+    outcome = run()
+    assert outcome.shards_written == 1
+    assert {str(pq.read_schema(p).field("tag").type) for p in (out / "data").glob("*.parquet")} == {"string"}
+    assert _rows(out)[-1]["tag"] == "tag-9"
 
 
 def test_already_complete_generates_nothing(tmp_path, capsys):
