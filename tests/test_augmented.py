@@ -121,3 +121,31 @@ def test_rule_cot_marker_needs_its_own_line():
     cot = {"instruction": "How many?\nLet's think step by step.", "response": "3 and 4.\nTherefore, the answer is 7"}
     inline = {"instruction": "How many? Let's think step by step.", "response": "3 and 4.\nTherefore, the answer is 7"}
     assert classify(cot)["kind"] == "cot" and classify(inline)["kind"] == "plain"
+
+
+def test_rows_after_an_invalid_text_still_get_their_texts():
+    texts, modes = augment_rows(["First text.", None, "", "Last text."], [[], [], [], []], 0)
+    assert texts == [["First text."], [], [], ["Last text."]] and modes == [["raw"], [], [], ["raw"]]
+
+
+def test_links_after_a_raw_link_are_kept():
+    pair = {"instruction": "Who?", "response": "Ada"}
+    chain = [{"text": "No pairs here.", "inherits": False, "instruction_response_pairs": []},
+             {"text": "Ada wrote.", "inherits": False, "instruction_response_pairs": [pair]}]
+    out = templify_with_modes(chain, 0)
+    assert [o["mode"] for o in out][0] == "raw" and len(out) == 2 and "Ada wrote." in out[1]["text"]
+
+
+def test_cot_and_options_parsing_details():
+    cot = {"instruction": "Sum?\nLet's think step by step.",
+           "response": "Therefore, the answer is not yet clear. 3 plus 4.\nTherefore, the answer is 7."}
+    part = classify(cot)
+    assert part["answer"] == "7" and part["stem"] == "Sum?"  # the last conclusion; the marker cut from the stem
+    assert part["reasoning"].startswith("Therefore, the answer is not yet clear")
+    mc = {"instruction": "Pick one.\nOptions:\n- red.\n- blue\nnot an option line", "response": "Red"}
+    part = classify(mc)
+    assert part["options"] == ["red.", "blue"] and part["correct"] == 0  # only "- " lines; dots and case ignored
+    assert classify({"instruction": "\nOptions:\n- a\n- b", "response": "a"}) is None  # options without a stem
+    assert classify({"instruction": "Stem?\nOptions:\n- only one", "response": "only one"}) is None
+    two = {"instruction": "Q?\nOptions:\n- a\n- b\nOptions:\n- c", "response": "a"}
+    assert classify(two)["options"] == ["a", "b", "c"]  # cut at the first block; its "- " lines are the options
