@@ -297,19 +297,19 @@ def test_kill_9_mid_push_then_rerun(hub, tmp_path):
     import time
     from pathlib import Path
 
-    repo, ds = _repo(), _augmented(60)
+    repo, ds = _repo(), _augmented(300)  # about 30 shards: uploads take seconds at the delay below
     ds.save_to_disk(tmp_path / "ds")
     scratch = Path(tempfile.gettempdir()) / "hf-instruct-synth-push"
     before = set(scratch.glob("pid-*")) if scratch.exists() else set()
     code = ("import sys; from datasets import load_from_disk; from hf_instruct_synth.hub import push_augmented_to_hub;"
             f"push_augmented_to_hub(load_from_disk({str(tmp_path / 'ds')!r}), {repo!r}, max_shard_size=1500,"
             "progress=False, card_kwargs={'license': 'mit'})")
-    hub.state.upload_delay_s = 0.3
+    hub.state.upload_delay_s = 0.5  # the client uploads 5 blobs at a time: ~3 s for all of them
     uploads = len(hub.state.uploads)
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
     deadline = time.time() + 120
-    while len(hub.state.uploads) < uploads + 2 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    while len(hub.state.uploads) < uploads + 1 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the push ended before it could be killed"
