@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from . import __version__
@@ -36,6 +37,45 @@ def __getattr__(name: str):
     if name == "OUTPUT_FEATURES":  # built on first use: importing this module imports no datasets
         return _output_features()
     raise AttributeError(name)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything besides the model that decides what the synthesizer writes: one definition behind
+    :meth:`InstructionSynthesizer.settings` (the card), :meth:`~InstructionSynthesizer.fingerprint`
+    (the ``datasets`` cache and the run's job record).
+
+    Example:
+        >>> InstructionSynthesizer(max_new_tokens=300).generation_settings().max_new_tokens
+        300
+    """
+
+    text_column: str
+    max_new_tokens: int
+    max_model_len: int
+    dedupe: bool
+    on_overflow: str
+    on_invalid: str
+    dtype: str | None
+    attn_implementation: str | None
+    speculative: str | None
+    draft_tokens: int
+    ngram: int
+
+    def card(self) -> dict[str, Any]:
+        """The fields a dataset card shows, in words."""
+        return {"decoding": "greedy", "max_new_tokens": self.max_new_tokens, "max_model_len": self.max_model_len,
+                "dedupe_questions": self.dedupe, "on_overflow": self.on_overflow, "on_invalid": self.on_invalid,
+                "speculative": (f"{self.speculative} ({self.draft_tokens} draft tokens, n-grams up to {self.ngram})"
+                                if self.speculative else "off")}
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide the outputs (drafting choices only when drafting is on)."""
+        d = asdict(self)
+        if not self.speculative:
+            d.pop("draft_tokens")
+            d.pop("ngram")
+        return d
 
 
 class PairsColumn(list):
@@ -455,13 +495,16 @@ class InstructionSynthesizer:
             model = "hf-instruct-synth demo synthesizer (a tiny demonstration model)"
         elif model and os.path.isdir(model):  # a local folder: its name and content digest, never its path
             model = f"{os.path.basename(os.path.normpath(model))} (local folder, digest {identity(model)[4:]})"
-        return {"model": str(model), "model_revision": self.model_commit or self.revision or "main", "decoding": "greedy",
-                "max_new_tokens": self.max_new_tokens, "max_model_len": self.max_model_len,
-                "dedupe_questions": self.dedupe, "on_overflow": self.on_overflow, "on_invalid": self.on_invalid,
+        return {"model": str(model), "model_revision": self.model_commit or self.revision or "main",
+                **self.generation_settings().card(),
                 "engine": self.resolved_engine() if not isinstance(self.engine, str) else self.engine,
-                "speculative": (f"{self.speculative} ({self.draft_tokens} draft tokens, n-grams up to {self.ngram})"
-                                if self.speculative else "off"),
                 "hf_instruct_synth": __version__}
+
+    def generation_settings(self) -> GenerationSettings:
+        """The generation parameters as one frozen record (see :class:`GenerationSettings`)."""
+        return GenerationSettings(self.text_column, self.max_new_tokens, self.max_model_len, self.dedupe,
+                                  self.on_overflow, self.on_invalid, self.dtype, self.attn_implementation,
+                                  self.speculative, self.draft_tokens, self.ngram)
 
     @property
     def is_loaded(self) -> bool:
@@ -490,9 +533,7 @@ class InstructionSynthesizer:
                 "version": __version__,
                 "model": identity(self.model, self.revision),
                 "tokenizer": identity(self.tokenizer, self.revision) if self.tokenizer is not None else None,
-                "params": [self.text_column, self.max_new_tokens, self.max_model_len, self.dedupe,
-                           self.on_overflow, self.on_invalid, self.dtype, self.attn_implementation],
-                "speculative": [self.speculative, self.draft_tokens, self.ngram] if self.speculative else None,
+                "settings": self.generation_settings().identity(),
                 "engine": None if isinstance(self.engine, str) else
                 getattr(self.engine, "fingerprint", lambda: type(self.engine).__qualname__)(),
             }
