@@ -16,7 +16,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from .run import RunOutcome, ShardWriter, hardware, job_record, output_features
+from .run import RunOutcome, ShardWriter, check_positive, hardware, job_record, output_features
 from .shards import ShardStore
 from .stats import SynthesisStats
 from .synthesizer import InstructionSynthesizer
@@ -81,10 +81,7 @@ def synthesize_with_ray(
     import pyarrow.parquet as pq
     import ray
 
-    for name, value in {"shard_rows": shard_rows, "num_actors": num_actors, "batch_size": batch_size,
-                        "rounds": rounds}.items():
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+    check_positive(shard_rows=shard_rows, num_actors=num_actors, batch_size=batch_size, rounds=rounds)
     units, fingerprint, dataset, schema = _units(source, shard_rows, pq)
     job = job_record(synthesizer, source_id or fingerprint, split=split, shard_rows=shard_rows,
                      rows=units[-1]["stop"] if units else 0, rounds=rounds, seed=seed, templify=templify,

@@ -121,7 +121,7 @@ def run_to_dir(dataset, synthesizer: InstructionSynthesizer, output_dir: str | o
         if streaming:
             _run_stream(dataset, shard_rows, before, work, bar)
         else:
-            todo = store.todo(total_rows, shard_rows)
+            todo = store.todo(total_rows, shard_rows, before)
             if num_workers > 1 and len(todo) > 1:
                 _run_parallel(dataset, todo, num_workers, work, bar)
             elif todo:

@@ -327,9 +327,11 @@ class ShardStore:
         # a shard file without a sidecar was cut off before it finished: it is rewritten when its turn comes
         return good
 
-    def todo(self, total_rows: int, shard_rows: int) -> list[tuple[int, int, int]]:
-        """``(index, start, stop)`` of every shard still to write, after verifying the finished ones."""
-        done = self.verify(shard_rows, total_rows)
+    def todo(self, total_rows: int, shard_rows: int, done: set[int] | None = None) -> list[tuple[int, int, int]]:
+        """``(index, start, stop)`` of every shard still to write; ``done``: the indices :meth:`verify`
+        returned (verified here when not given: each check reads every finished shard whole)."""
+        if done is None:
+            done = set(self.verify(shard_rows, total_rows))
         starts = range(0, total_rows, shard_rows)
         return [(i, s, min(s + shard_rows, total_rows)) for i, s in enumerate(starts) if i not in done]
 
