@@ -97,14 +97,14 @@ def test_an_oom_sends_rows_back_and_loses_none(tiny_model, tiny_tokenizer, workl
 
 
 def test_drafts_come_from_the_rows_own_text():
-    row = _Row(0, [1, 5, 6, 7, 8, 9, 5, 6], 8, ngram=3, min_ngram=2)
+    row = _Row(0, [1, 5, 6, 7, 8, 9, 5, 6], ngram=3, min_ngram=2)
     assert row.draft(3) == ([7, 8, 9], 2)  # "5 6" was followed by "7 8 9"
     row.push(4)
     assert row.draft(3) == ([], 0)  # "6 4" never occurred before
     assert row.draft(2, min_ngram=1) == ([], 0)  # nor "4"
     row.push(7)
     assert row.draft(2, min_ngram=1) == ([8, 9], 1)  # "7" was followed by "8 9"
-    assert _Row(0, [1, 2, 3], 3, ngram=3, min_ngram=2).draft(2) == ([], 0)
+    assert _Row(0, [1, 2, 3], ngram=3, min_ngram=2).draft(2) == ([], 0)
 
 
 def test_adaptive_drafting_stays_off_where_it_cannot_pay(tiny_model, tiny_tokenizer, workload):

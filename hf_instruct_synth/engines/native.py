@@ -91,7 +91,6 @@ def _growing_cache():
 class _Row:
     index: int  # position in the caller's list
     tokens: list[int]  # prompt, then generated tokens
-    prompt_len: int
     ngram: int
     min_ngram: int = 2
     out: list[int] = field(default_factory=list)
@@ -192,7 +191,7 @@ class NativeEngine:
         while waiting or rows:
             passing = 0  # rows in the forward pass under way (an OOM of a single row is not retried)
             try:
-                if waiting and (not rows or len(rows) < self.refill_fraction * self._capacity(rows, mask)):
+                if waiting and (not rows or len(rows) < self.refill_fraction * self._capacity(mask)):
                     group = self._admit(waiting, prompts, rows, mask)
                     if group:
                         passing = len(group)
@@ -201,7 +200,7 @@ class NativeEngine:
                         except BaseException:
                             waiting.extendleft(reversed(group))  # back in line, in order
                             raise
-                        rows += [_Row(i, list(prompts[i]), len(prompts[i]), ngram, min(self.min_ngram, ngram))
+                        rows += [_Row(i, list(prompts[i]), ngram, min(self.min_ngram, ngram))
                                  for i in group]
                         for row, token in zip(rows[-len(group):], last[-len(group):].tolist()):
                             row.push(token)
@@ -286,7 +285,7 @@ class NativeEngine:
         cache.batch_select_indices(index)
         return rows[:keep], cache, mask[:keep], last[:keep]
 
-    def _capacity(self, rows: list[_Row], mask) -> int:
+    def _capacity(self, mask) -> int:
         width = mask.shape[1] if mask is not None else 0
         return max(1, self.max_batch_tokens // max(1, width + self.max_new_tokens))
 
@@ -350,8 +349,8 @@ class NativeEngine:
         """One decode step for every row: each row's next token, and the mask grown by one real column."""
         pos = self._positions(mask)
         full = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = self._forward(cache, input_ids=last[:, None], attention_mask=full, position_ids=pos[:, None])
-        return [[t] for t in out.logits[:, -1].argmax(-1).tolist()], full
+        greedy = self._timed_forward(cache, input_ids=last[:, None], attention_mask=full, position_ids=pos[:, None])
+        return [[g[-1]] for g in greedy], full
 
     def _timed_forward(self, cache, **inputs):
         """A forward pass and its greedy tokens, timed (the tolist waits for the device)."""
@@ -409,10 +408,7 @@ class NativeEngine:
                     if not drafts[r] and room > 0:
                         drafts[r], tiers[r] = row.draft(min(most, room), min_ngram=1)
         if most == 0:  # nothing worth verifying: a plain step, no holes
-            pos = self._positions(mask)
-            full = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            greedy = self._timed_forward(cache, input_ids=last[:, None], attention_mask=full, position_ids=pos[:, None])
-            return [[g[-1]] for g in greedy], full
+            return self._step(rows, cache, mask, last)
         self._holes = True
         device = self.model.device
         ids = torch.full((len(rows), most + 1), self.pad_token_id, dtype=torch.long)
