@@ -21,6 +21,7 @@ never printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -193,28 +194,24 @@ def push_augmented_to_hub(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _push(repo_id: str, *, split: str, files: dict[str, tuple[Path, str]], run_stats: SynthesisStats,
-          data_stats: DataStats, card_info: dict, extra: dict[str, bytes], token, private, revision,
-          max_files_per_commit: int, retries: int, backoff_s: float, progress: bool, local_dir: Path | None) -> str:
+@contextlib.contextmanager
+def _upload_bars(progress: bool):
+    """huggingface_hub's own upload bars follow ``progress`` too, and are put back as they were."""
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     quiet = not progress and not are_progress_bars_disabled()
     if quiet:
-        disable_progress_bars()  # huggingface_hub's own upload bars
+        disable_progress_bars()
     try:
-        return _push_quietly(repo_id, split=split, files=files, run_stats=run_stats, data_stats=data_stats,
-                             card_info=card_info, extra=extra, token=token, private=private, revision=revision,
-                             max_files_per_commit=max_files_per_commit, retries=retries, backoff_s=backoff_s,
-                             progress=progress, local_dir=local_dir)
+        yield
     finally:
         if quiet:
             enable_progress_bars()
 
 
-def _push_quietly(repo_id: str, *, split: str, files: dict[str, tuple[Path, str]], run_stats: SynthesisStats,
-                  data_stats: DataStats, card_info: dict, extra: dict[str, bytes], token, private, revision,
-                  max_files_per_commit: int, retries: int, backoff_s: float, progress: bool,
-                  local_dir: Path | None) -> str:
+def _push(repo_id: str, *, split: str, files: dict[str, tuple[Path, str]], run_stats: SynthesisStats,
+          data_stats: DataStats, card_info: dict, extra: dict[str, bytes], token, private, revision,
+          max_files_per_commit: int, retries: int, backoff_s: float, progress: bool, local_dir: Path | None) -> str:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from tqdm.auto import tqdm
 
@@ -230,11 +227,12 @@ def _push_quietly(repo_id: str, *, split: str, files: dict[str, tuple[Path, str]
     stale = [p for p in remote if p.startswith(f"data/{split}-") and p not in files]
     bar = tqdm(total=len(files), unit="shard", desc=f"Uploading {split}", disable=not progress)
     bar.update(len(files) - len(adds))
-    for i in range(0, len(adds), 16):  # blobs first, in groups: each group is kept if a later one fails
-        group = adds[i:i + 16]
-        _retry(lambda: api.preupload_lfs_files(repo_id, additions=group, repo_type="dataset", revision=revision),
-               "upload shards", secret, retries, backoff_s, again)
-        bar.update(len(group))
+    with _upload_bars(progress):
+        for i in range(0, len(adds), 16):  # blobs first, in groups: each group is kept if a later one fails
+            group = adds[i:i + 16]
+            _retry(lambda: api.preupload_lfs_files(repo_id, additions=group, repo_type="dataset", revision=revision),
+                   "upload shards", secret, retries, backoff_s, again)
+            bar.update(len(group))
     bar.close()
     # the card and the statistics: this split's numbers, the other splits' as published
     published = _remote_json(api, repo_id, revision, STATS_FILE, remote)
