@@ -118,7 +118,8 @@ def open_input(spec: str, split: str | None = None, *, streaming: bool = False, 
     if path.is_file() or path.is_dir():
         files = _local_files(path, spec)
         builder = _builder_for(path) if path.is_file() else None
-        if path.is_dir() and any((path / n).exists() for n in _SAVED):
+        saved = path.is_dir() and any((path / n).exists() for n in _SAVED)
+        if saved:
             try:
                 loaded = datasets.load_from_disk(str(path))
             except IndexError:  # datasets fails so on a saved dataset of no rows
@@ -127,7 +128,7 @@ def open_input(spec: str, split: str | None = None, *, streaming: bool = False, 
             if streaming:
                 loaded = loaded.to_iterable_dataset()
         else:
-            builders = {BUILDERS[p.suffix.lower()] for p in files}
+            builders = _builders_of(files)
             for f in files:
                 if BUILDERS[f.suffix.lower()] in TEXT_BUILDERS:
                     _check_decodes(f, encoding or "utf-8")
@@ -149,8 +150,8 @@ def open_input(spec: str, split: str | None = None, *, streaming: bool = False, 
                     raise EmptyInputError(f"{spec} holds no rows") from None
                 raise _read_error(spec, err) from err
             loaded = _pick_split(loaded, spec, split)
-        identity = "files:" + _files_digest(files if not path.is_dir() or not any(
-            (path / n).exists() for n in _SAVED) else sorted(p for p in path.rglob("*") if p.is_file()), path)
+        identity = "files:" + _files_digest(sorted(p for p in path.rglob("*") if p.is_file()) if saved else files,
+                                            path)
         paths = [str(p) for p in files]
         if "text" in _builders_of(files):
             loaded = _paragraphs(loaded) if sample_by == "paragraph" else _drop_blank(loaded)
