@@ -129,7 +129,7 @@ def make_dataset_card(
     if existing:
         old = DatasetCard(existing, ignore_metadata_errors=True)
         meta = old.data.to_dict()
-        old_body = old.text
+        old_body = old.text.lstrip("\n")  # the blank line after the YAML is ours to write, not part of the body
     meta.update(
         license=license,
         language=meta.get("language") or language or ["en"],
