@@ -28,7 +28,7 @@ MODULES = {
     "batching": ["tests/test_batching.py"],
     "shards": ["tests/test_output_dir.py"],
     "templify": ["tests/test_rounds.py", "tests/test_augmented.py"],
-    "card": ["tests/test_hub.py"],
+    "card": ["tests/test_card.py"],
     "hub": ["tests/test_hub.py"],
     "synthesizer": ["tests/test_synthesizer.py", "tests/test_inputs.py"],
     "engines/native": ["tests/test_native_engine.py"],

@@ -14,7 +14,8 @@ Reproduce the committed weights (about 17 minutes on 2 CPU cores)::
 
     python -m hf_instruct_synth.demo.train --out hf_instruct_synth/demo
 
-Evaluate any checkpoint on held-out generated contexts and the example data::
+Evaluate any checkpoint on held-out generated contexts, the example data and the held-out
+sets of real text of every kind (``eval/``, per-kind table)::
 
     python -m hf_instruct_synth.demo.train --eval-only --out hf_instruct_synth/demo
 """
@@ -191,20 +192,58 @@ def training_text(text: str, pairs: list[dict]) -> tuple[str, str]:
     return build_prompt(text), format_pairs(pairs) + "</s>"
 
 
-def evaluate(model_dir: str | Path, texts: list[str], max_new_tokens: int = 160) -> dict:
-    """Share of outputs parsing to ≥ 1 pair, and of answers found in their context."""
+def evaluate(model_dir: str | Path, texts: list[str], max_new_tokens: int = 160, engine=None) -> dict:
+    """How the synthesizer at ``model_dir`` does on ``texts``, through the pipeline (parsing,
+    de-duplication and the repetition guard apply): the share of rows whose output parses to
+    ≥ 1 pair, pairs per row, the share of answers that are exact spans of their text
+    (whitespace runs read as one space, nothing else forgiven), the share found ignoring case
+    and a final period (``answers_in_context``, the looser measure of earlier reports), the
+    share of quoting questions whose quote is an exact span, and pairs dropped as loops.
+    ``engine`` (an ``Engine``) replaces the model, as in ``InstructionSynthesizer(engine=...)``."""
     from datasets import Dataset
 
     from ..synthesizer import InstructionSynthesizer
 
-    synth = InstructionSynthesizer(model=str(model_dir), max_new_tokens=max_new_tokens, max_model_len=1024)
+    synth = InstructionSynthesizer(model=str(model_dir), max_new_tokens=max_new_tokens, max_model_len=1024,
+                                   **({"engine": engine} if engine is not None else {}))
     out = Dataset.from_dict({"text": texts}).map(synth, batched=True, batch_size=64)
     rows_with_pairs = sum(bool(p) for p in out["instruction_response_pairs"])
-    answers = [(p["response"], t) for t, ps in zip(texts, out["instruction_response_pairs"]) for p in ps]
-    in_context = sum(_norm(a) in _norm(t) for a, t in answers)
-    return {"rows": len(texts), "rows_with_pairs": rows_with_pairs / len(texts),
-            "answers": len(answers), "answers_in_context": in_context / max(1, len(answers)),
-            "pairs_per_row": len(answers) / len(texts), "gen_tokens_per_s": round(synth.stats.generated_tokens_per_s, 1)}
+    pairs = [(p, t) for t, ps in zip(texts, out["instruction_response_pairs"]) for p in ps]
+    quotes = [(q, t) for q, t in ((_quote(p["instruction"]), t) for p, t in pairs) if q is not None]
+    n = max(1, len(pairs))
+    return {"rows": len(texts), "rows_with_pairs": rows_with_pairs / len(texts), "answers": len(pairs),
+            "pairs_per_row": len(pairs) / len(texts),
+            "exact_spans": sum(_squeeze(p["response"]) in _squeeze(t) for p, t in pairs) / n,
+            "answers_in_context": sum(_norm(p["response"]) in _norm(t) for p, t in pairs) / n,
+            "quotes_exact": sum(_squeeze(q) in _squeeze(t) for q, t in quotes) / max(1, len(quotes)),
+            "loops_dropped": synth.stats.repetition_loops,
+            "gen_tokens_per_s": round(synth.stats.generated_tokens_per_s, 1)}
+
+
+def report(model_dir: str | Path) -> dict[str, dict]:
+    """Evaluate ``model_dir`` on each held-out set of real text (``eval/*.jsonl``, cut by
+    ``make_eval_sets.py``) and print the table the demo's README shows."""
+    from .make_eval_sets import KINDS, load
+
+    results = {kind: evaluate(model_dir, load(kind)) for kind in KINDS}
+    print("| held-out set | texts | rows with ≥ 1 pair | pairs per row | answers exact spans | "
+          "questions quoting exactly | pairs dropped as loops |")
+    print("|---|---|---|---|---|---|---|")
+    for kind, r in results.items():
+        print(f"| {kind} | {r['rows']} | {r['rows_with_pairs']:.0%} | {r['pairs_per_row']:.2f} | "
+              f"{r['exact_spans']:.0%} (of {r['answers']}) | {r['quotes_exact']:.0%} | {r['loops_dropped']} |")
+    return results
+
+
+def _squeeze(s: str) -> str:
+    return " ".join(s.split())
+
+
+def _quote(question: str) -> str | None:
+    """The text a question quotes (between its first and last double quote), or None."""
+    if question.count('"') < 2:
+        return None
+    return question[question.index('"') + 1: question.rindex('"')].removesuffix(" ...")
 
 
 def _norm(s: str) -> str:
@@ -316,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     if examples:
         results["examples_data"] = evaluate(args.out, examples)
     print(json.dumps(results, indent=2))
+    report(args.out)  # real text of every kind, never seen in training
 
 
 if __name__ == "__main__":
