@@ -222,6 +222,8 @@ def _push(repo_id: str, *, split: str, files: dict[str, tuple[Path, str]], run_s
     _retry(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True),
            "create the repo", secret, retries, backoff_s, again)
     remote = _remote_files(api, repo_id, revision, secret, retries, backoff_s, again)
+    existing = _remote_text(api, repo_id, revision, "README.md", remote)
+    _check_card(existing, repo_id)  # before any upload: a card we cannot read would fail the push at its end
     adds = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
             for name, (path, sha) in files.items() if remote.get(name) != sha]
     stale = [p for p in remote if p.startswith(f"data/{split}-") and p not in files]
@@ -238,7 +240,6 @@ def _push(repo_id: str, *, split: str, files: dict[str, tuple[Path, str]], run_s
     published = _remote_json(api, repo_id, revision, STATS_FILE, remote)
     published = {s: (v if "run" in v else {"run": v, "data": None}) for s, v in published.items()}
     published[split] = {"run": run_stats.to_dict(), "data": data_stats.__dict__}
-    existing = _remote_text(api, repo_id, revision, "README.md", remote)
     license_ = card_info.get("license") or _card_license(existing) or "other"
     card = make_dataset_card(
         repo_id,
@@ -317,6 +318,23 @@ def _data_from_run(run: dict) -> DataStats:
     s = SynthesisStats.from_dict(run)
     return DataStats(rows=s.rows, texts=s.rows, pairs=s.pairs, rows_without_pairs=s.rows_without_pairs,
                      pairs_per_row=dict(s.pairs_per_row))
+
+
+def _check_card(card: str | None, repo_id: str) -> None:
+    """Refuse, before uploading anything, a card whose YAML header does not parse (we keep its keys)."""
+    if not card:
+        return
+    import yaml
+    from huggingface_hub import DatasetCard
+
+    try:
+        DatasetCard(card, ignore_metadata_errors=True)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1} of its YAML header)" if where else ""
+        raise PushError(f"the dataset card README.md of {repo_id} has a YAML header that does not parse{at}: "
+                        f"{getattr(e, 'problem', None) or e}. Fix it on the Hub (or remove the header) and push "
+                        "again; nothing was uploaded.") from None
 
 
 def _card_license(card: str | None) -> str | None:

@@ -121,6 +121,19 @@ def test_hand_written_card_survives_a_re_push(hub):
     assert _card_yaml(after)["maintainer_key"] == "kept"
 
 
+def test_a_card_whose_yaml_does_not_parse_stops_the_push_before_any_upload(hub):
+    repo = _repo()
+    api = HfApi()
+    api.create_repo(repo, repo_type="dataset")
+    api.upload_file(path_or_fileobj=b"---\nlicense: [unclosed\n---\n\nOur card.\n", path_in_repo="README.md",
+                    repo_id=repo, repo_type="dataset")
+    before, uploads = set(api.list_repo_files(repo, repo_type="dataset")), len(hub.state.uploads)
+    with pytest.raises(PushError, match=r"README.md of .* has a YAML header that does not parse \(line 1.*"
+                                        r"nothing was uploaded"):
+        _push(_augmented(20), repo)
+    assert set(api.list_repo_files(repo, repo_type="dataset")) == before and len(hub.state.uploads) == uploads
+
+
 def test_private_repo(hub):
     repo = _repo()
     _push(_augmented(5), repo, private=True)
