@@ -184,3 +184,83 @@ def test_columns_note():
                                         (10**12 - 1, "100B<n<1T"), (10**12, "n>1T")])
 def test_size_category_boundaries(rows, label):
     assert size_category(rows) == label
+
+
+def test_histogram_merges_splits_sorts_numerically_and_shows_small_counts():
+    data = {"a": DataStats(rows=101, texts=101, pairs_per_row={"2": 100, "10": 1}),
+            "b": DataStats(rows=3, texts=3, pairs_per_row={"2": 2, "0": 1})}
+    text = _card(data_stats=data, split_stats={}).text
+    histogram = text[text.index("Pairs per text:"):].split("\n\n")[1].splitlines()[2:]
+    assert histogram == ["| 0 | 1 | █ |", "| 2 | 102 | ████████████████████ |", "| 10 | 1 | █ |"]
+
+
+def test_without_data_stats_the_runs_counters_are_shown():
+    run = SynthesisStats(rows=7, pairs=9, rows_without_pairs=2, pairs_per_row={"0": 2, "1": 1, "2": 4})
+    text = _card(split_stats={"train": run}).text
+    assert _table(text, "rows") == ["7"] and _table(text, "texts") == ["7"] and _table(text, "pairs") == ["9"]
+    assert _table(text, "texts without a pair") == ["2"] and "| 2 | 4 | ████████████████████ |" in text
+
+
+def test_generation_settings_rows_never_repeat_the_model():
+    text = _card(generation={"model": "org/synth", "seed": 3}).text
+    assert _table(text, "seed") == ["3"] and "| model |" not in text
+    assert _table(_card(generation={}).text, "synthesizer") == [""]
+
+
+def test_sample_rows_are_json_as_written():
+    import datetime
+
+    text = _card(samples=[{"text": "café " + "x" * 4000, "when": datetime.date(2024, 1, 2)}]).text
+    body = text[text.index("## Sample rows"):].split("\n")
+    assert body[2] == "```json"  # no backtick inside: the shortest fence
+    shown = body[3:body.index("```", 3)]
+    assert shown[0] == "{" and shown[1].startswith(' "text": "café xxx')  # indent 1, not ASCII-escaped
+    assert len("\n".join(shown)) == 3000  # cut at 3,000 characters
+    dated = _card(samples=[{"when": datetime.date(2024, 1, 2)}]).text
+    assert '"when": "2024-01-02"' in dated  # values JSON cannot hold are shown as text
+    fenced = _card(samples=[{"t": "a ``` b ```` c"}]).text.split("\n")
+    assert "`````json" in fenced and "``````json" not in fenced
+
+
+def test_markers_of_an_older_wording_are_found_and_lone_markers_ignored():
+    older = BEGIN.split(" (")[0] + " (older wording) -->"
+    card = _card(existing=f"---\nlicense: mit\n---\n\n<!-- a note by hand -->\nHead.\n{older}\nold\n{END}\nTail.\n")
+    body = card.text.lstrip("\n")
+    assert body.startswith("<!-- a note by hand -->\nHead.\n" + BEGIN) and body.rstrip().endswith(END + "\nTail.")
+    assert "\nold\n" not in body
+    lone = _card(existing=f"---\nlicense: mit\n---\n\nBy hand.\n{END}\n").text.lstrip("\n")
+    assert lone.startswith(f"By hand.\n{END}\n\n{BEGIN}")  # an END alone is kept as written, ours follows
+
+
+def test_license_warning_and_notes_keep_the_rest_of_the_card():
+    text = _card(license="other", columns=["text", "augmented_texts"]).text
+    assert "## How it was made" in text and "**License:**" in text and "## Statistics" in text
+    assert "Columns: `text`, `augmented_texts`. `instruction_response_pairs` is a list" in text
+    assert "\nColumns: `instruction_response_pairs` is a list of `{instruction, response}`; `synthesizer_output`" \
+        in _card(columns=None).text
+
+
+GOLDEN = __import__("pathlib").Path(__file__).parent / "golden" / "card.md"
+
+
+def test_the_whole_card_is_as_reviewed():
+    """The card a reader sees, every line, for one run with two splits (tests/golden/card.md).
+    A deliberate change of wording: rewrite the file with UPDATE_GOLDEN=1 and review the diff."""
+    import os
+
+    from hf_instruct_synth import __version__
+
+    data = {"train": DataStats(rows=3, texts=3, pairs=4, rows_without_pairs=1, question_chars=50, answer_chars=20,
+                               pairs_per_row={"0": 1, "2": 2}),
+            "test": DataStats(rows=1, texts=1, pairs=1, question_chars=9, answer_chars=4, pairs_per_row={"1": 1})}
+    run = {"train": SynthesisStats(rows=3, duplicate_questions=1, generated_tokens=300, wall_time_s=3.0),
+           "test": SynthesisStats(rows=1, generated_tokens=80, wall_time_s=1.0)}
+    card = make_dataset_card(
+        "user/aug", split_stats=run, data_stats=data, license="other", source_dataset="org/raw",
+        source_revision="abc123", generation={"model": "org/synth", "max_new_tokens": 400, "seed": 0},
+        hardware="NVIDIA H100", columns=["text", "augmented_texts"], command="hf-instruct-synth synthesize org/raw",
+        samples=[{"text": "A {{ x }} text.", "instruction_response_pairs": [{"instruction": "Q?", "response": "A"}]}])
+    text = str(card).replace(f") {__version__}.", ") VERSION.")
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text, encoding="utf-8")
+    assert text == GOLDEN.read_text(encoding="utf-8")
