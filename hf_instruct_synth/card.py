@@ -135,7 +135,7 @@ def make_dataset_card(
         language=meta.get("language") or language or ["en"],
         pretty_name=meta.get("pretty_name") or f"{name} (instruction-augmented)",
         task_categories=["text-generation"],
-        tags=sorted(set(meta.get("tags") or []) | {"synthetic", "instruction-pretraining"}),
+        tags=sorted(set(_strings(meta.get("tags"))) | {"synthetic", "instruction-pretraining"}),
         annotations_creators=["machine-generated"],
         size_categories=[size_category(rows)],
         configs=[{"config_name": "default",
@@ -150,6 +150,13 @@ def make_dataset_card(
                       samples, hardware, columns, command)
     body = _merge_body(old_body, generated, name)
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def _strings(value: Any) -> list[str]:
+    """A hand-written YAML value read as a list of strings (``tags: nlp`` is one tag; numbers and the like are dropped)."""
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _merge_body(old_body: str, generated: str, name: str) -> str:

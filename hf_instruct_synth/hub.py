@@ -303,9 +303,10 @@ def _dataset_info(first: Path | None, split: str, rows: int, nbytes: int, existi
     if existing:
         from huggingface_hub import DatasetCard
 
-        for s in ((DatasetCard(existing, ignore_metadata_errors=True).data.to_dict().get("dataset_info") or {})
-                  .get("splits") or []):
-            if s.get("name") != split:
+        info_old = DatasetCard(existing, ignore_metadata_errors=True).data.to_dict().get("dataset_info")
+        listed = info_old.get("splits") if isinstance(info_old, dict) else None  # hand-edited: may be anything
+        for s in listed if isinstance(listed, list) else []:
+            if isinstance(s, dict) and isinstance(s.get("name"), str) and s["name"] != split:
                 splits.add(SplitInfo(name=s["name"], num_examples=s.get("num_examples", 0),
                                      num_bytes=s.get("num_bytes", 0)))
     splits.add(SplitInfo(name=split, num_examples=rows, num_bytes=nbytes))

@@ -78,6 +78,14 @@ def test_existing_yaml_keys_and_hand_written_lines_survive():
     assert "old generated" not in body and body.count(BEGIN) == 1
 
 
+@pytest.mark.parametrize("tags,expected", [("nlp", ["instruction-pretraining", "nlp", "synthetic"]),
+                                           ("7", ["instruction-pretraining", "synthetic"]),
+                                           ("[a, 3, {x: 1}]", ["a", "instruction-pretraining", "synthetic"]),
+                                           ("{x: 1}", ["instruction-pretraining", "synthetic"])])
+def test_hand_edited_tags_of_any_shape_are_merged_not_crashed_on(tags, expected):
+    assert _card(existing=f"---\ntags: {tags}\n---\n\nBy hand.\n").data.to_dict()["tags"] == expected
+
+
 def test_hand_written_card_without_markers_keeps_it_first():
     card = _card(existing="---\nlicense: mit\n---\n\nAll by hand.\n")
     assert card.text.lstrip("\n").startswith("All by hand.\n\n" + BEGIN) and card.text.rstrip().endswith(END)
@@ -174,7 +182,10 @@ def test_license_other_warns_and_citation_and_use_are_there():
 
 
 def test_columns_note():
-    assert "`links` holds each text" in _card(columns=["links", "augmented_texts"]).text
+    assert ("One row per chain of texts synthesized over several rounds: `links` holds each text with its "
+            "`instruction_response_pairs` and whether it was prompted with its chain's history (`inherits`); "
+            "`augmented_texts` holds the templified pre-training texts, `template_modes` their layouts.") in \
+        _card(columns=["links", "augmented_texts"]).text
     plain = _card(columns=["text", "instruction_response_pairs"]).text
     assert "Columns: `text`, `instruction_response_pairs`." in plain and "`augmented_texts` is the" not in plain
     assert "`augmented_texts` is the pre-training text" in _card(columns=["text", "augmented_texts"]).text

@@ -336,3 +336,15 @@ def test_kill_9_mid_push_then_rerun(hub, tmp_path):
     assert not set(hub.state.uploads[resumed_from:]) & stored  # blobs that arrived before the kill: not resent
     assert load_dataset(repo)["train"].to_list() == ds.to_list()
     assert not any(p.exists() for p in left)  # the next push removed the dead process's folder
+
+
+def test_a_hand_edited_dataset_info_of_another_shape_is_replaced_not_crashed_on(hub):
+    repo = _repo()
+    api = HfApi()
+    api.create_repo(repo, repo_type="dataset")
+    api.upload_file(path_or_fileobj=b"---\ndataset_info: 3\ntags: 5\n---\n\nOur card.\n", path_in_repo="README.md",
+                    repo_id=repo, repo_type="dataset")
+    _push(_augmented(20), repo)
+    card = DatasetCard.load(repo, repo_type="dataset")
+    assert [s["name"] for s in _card_yaml(card)["dataset_info"]["splits"]] == ["train"]
+    assert "Our card." in card.text
