@@ -48,13 +48,16 @@ def run(module: str, show: bool) -> tuple[int, int, list[str]]:
                       f"only_mutate = [\"hf_instruct_synth/{module}.py\"]\n"
                       f"pytest_add_cli_args_test_selection = {tests!r}\n".replace("'", '"'))
         (work / "pyproject.toml").write_text(pyproject)
-        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "2"], cwd=work,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ran = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "2"], cwd=work,
+                             capture_output=True, text=True)
         out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work,
                              capture_output=True, text=True).stdout
         status = dict(re.findall(r"^\s*(\S+): (\w+)", out, re.M))
         killed = sum(1 for v in status.values() if v in ("killed", "timeout", "caught_by_type_check"))
         survivors = sorted(k for k, v in status.items() if v == "survived")
+        if not killed:  # nothing ran: the clean test run failed, or mutmut did; say why
+            print(f"{module}: mutmut ran no mutant; its output ends:\n{(ran.stdout + ran.stderr)[-3000:]}",
+                  file=sys.stderr)
         if show:
             for name in survivors:
                 diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work,
