@@ -17,9 +17,15 @@ from hub_server import HubServer  # noqa: E402
 
 # The Hub, brought to the tests: huggingface_hub and datasets read these at import time, so
 # the server starts before either is imported. No test can reach the real Hub.
-HUB = HubServer().__enter__()
+_ONE_PER_PROCESS = "_hf_instruct_synth_test_hub"  # pytest.main run twice in a process (mutmut) imports this twice:
+if _ONE_PER_PROCESS in sys.modules:                # huggingface_hub keeps the first server's address, so keep it
+    HUB, HF_HOME = sys.modules[_ONE_PER_PROCESS].server, sys.modules[_ONE_PER_PROCESS].hf_home
+else:
+    HUB, HF_HOME = HubServer().__enter__(), tempfile.mkdtemp(prefix="hf-home-")
+    sys.modules[_ONE_PER_PROCESS] = type(sys)(_ONE_PER_PROCESS)
+    sys.modules[_ONE_PER_PROCESS].server, sys.modules[_ONE_PER_PROCESS].hf_home = HUB, HF_HOME
 os.environ.update(HF_ENDPOINT=HUB.endpoint, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
-                  HF_TOKEN="hf_test_token_do_not_log_0123456789", HF_HOME=tempfile.mkdtemp(prefix="hf-home-"))
+                  HF_TOKEN="hf_test_token_do_not_log_0123456789", HF_HOME=HF_HOME)
 os.environ.pop("HF_HUB_OFFLINE", None)
 HUB.state.tokens[os.environ["HF_TOKEN"]] = "write"
 
