@@ -30,9 +30,8 @@ MODULES = {
     "templify": ["tests/test_rounds.py", "tests/test_augmented.py"],
     "card": ["tests/test_card.py"],
     "hub": ["tests/test_hub.py"],
-    # the Hub-input tests need conftest's one Hub server per process, which mutmut's second in-process run
-    # re-creates (huggingface_hub keeps the first one's address); they aim at inputs.py, not here
-    "synthesizer": ["tests/test_synthesizer.py", "tests/test_inputs.py", "-k", "not test_hub_"],
+    "synthesizer": ["tests/test_synthesizer.py", "tests/test_inputs.py", "tests/test_bad_input.py",
+                    "tests/test_fingerprint.py", "tests/test_rounds.py"],
     "engines/native": ["tests/test_native_engine.py"],
 }
 
@@ -56,6 +55,10 @@ def run(module: str, show: bool) -> tuple[int, int, list[str]]:
                              capture_output=True, text=True).stdout
         status = dict(re.findall(r"^\s*(\S+): (\w+)", out, re.M))
         killed = sum(1 for v in status.values() if v in ("killed", "timeout", "caught_by_type_check"))
+        counts: dict[str, int] = {}
+        for v in status.values():
+            counts[v] = counts.get(v, 0) + 1
+        print(f"{module}: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())), flush=True)
         survivors = sorted(k for k, v in status.items() if v == "survived")
         if not killed:  # nothing ran: the clean test run failed, or mutmut did; say why
             print(f"{module}: mutmut ran no mutant; its output ends:\n{(ran.stdout + ran.stderr)[-3000:]}",

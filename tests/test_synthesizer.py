@@ -313,3 +313,34 @@ def test_cpu_threads_follow_the_idle_cores(monkeypatch):
     assert loading.cpu_threads() == 1
     monkeypatch.setenv("HF_INSTRUCT_SYNTH_CPU_THREADS", "3")
     assert loading.cpu_threads() == 3
+
+
+def test_a_tokenizer_that_adds_bos_itself_still_gives_one_bos_per_prompt(tiny_tokenizer):
+    """Mistral's tokenizer adds ``<s>`` to whatever it encodes (a template post-processor); the
+    prompt is built with exactly one ``<s>`` per link all the same, as the reference prompts are."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    from hf_instruct_synth.testing import ScriptedEngine
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    bos = tok.bos_token_id
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    assert tok("x")["input_ids"][0] == bos  # it does add <s> by default
+    synth = InstructionSynthesizer(model="unused", engine=ScriptedEngine(tokenizer=tok))
+    ids = synth.encode_prompt("A text.", history=[("Before.", [{"instruction": "Q?", "response": "A"}])])
+    assert ids.count(bos) == 2 and ids[0] == bos
+    assert ids == tiny_tokenizer("<s> <CON> Before. </CON>\n\n<QUE> Q? <ANS> A </END></s><s> <CON> A text. </CON>\n\n",
+                                 add_special_tokens=False)["input_ids"]
+
+
+def test_the_pairs_column_has_its_type_even_when_no_row_has_a_pair():
+    """A shard whose rows all lack pairs is written with the same column type as any other."""
+    import pyarrow as pa
+
+    from hf_instruct_synth.synthesizer import PairsColumn
+
+    pair = pa.struct([("instruction", pa.string()), ("response", pa.string())])
+    assert pa.array(PairsColumn([[], []])).type == pa.list_(pair)
+    assert pa.array(PairsColumn([[{"instruction": "Q", "response": "A"}]])).type == pa.list_(pair)
