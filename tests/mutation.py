@@ -14,6 +14,7 @@ Not part of the test suite (CI runs the tests, not this).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -49,8 +50,11 @@ def run(module: str, show: bool) -> tuple[int, int, list[str]]:
                       f"only_mutate = [\"hf_instruct_synth/{module}.py\"]\n"
                       f"pytest_add_cli_args_test_selection = {tests!r}\n".replace("'", '"'))
         (work / "pyproject.toml").write_text(pyproject)
+        # mutmut forks each mutant's test run from a process that has run torch: with OpenMP's
+        # thread pool alive the children crash (SIGSEGV); single-threaded, they do not
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
         ran = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "2"], cwd=work,
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=env)
         out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work,
                              capture_output=True, text=True).stdout
         status = dict(re.findall(r"^\s*(\S+): (\w+)", out, re.M))
@@ -59,6 +63,9 @@ def run(module: str, show: bool) -> tuple[int, int, list[str]]:
         for v in status.values():
             counts[v] = counts.get(v, 0) + 1
         print(f"{module}: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())), flush=True)
+        others = sorted(k for k, v in status.items() if v not in ("killed", "timeout", "caught_by_type_check", "survived"))
+        if others:
+            print(f"{module}: neither killed nor survived: {', '.join(others)}", flush=True)
         survivors = sorted(k for k, v in status.items() if v == "survived")
         if not killed:  # nothing ran: the clean test run failed, or mutmut did; say why
             print(f"{module}: mutmut ran no mutant; its output ends:\n{(ran.stdout + ran.stderr)[-3000:]}",
