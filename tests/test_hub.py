@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
+import uuid
 
 import pytest
 import yaml
@@ -15,15 +15,15 @@ from hf_instruct_synth.card import BEGIN, END, PAPER, size_category
 from hf_instruct_synth.hub import PushError, check_push_access, push_augmented_to_hub, push_output_dir
 from hf_instruct_synth.stats import SynthesisStats
 
-_ids = itertools.count()
 TOKEN = os.environ["HF_TOKEN"]
 
 
 def _repo() -> str:
-    return f"user/aug-{next(_ids)}"
+    return f"user/aug-{uuid.uuid4().hex[:12]}"  # unique even when the tests run twice in one process (mutmut)
 
 
-def _augmented(n: int, tag: str = "r") -> Dataset:
+def _augmented(n: int, tag: str | None = None) -> Dataset:
+    tag = tag or uuid.uuid4().hex[:6]  # rows (and blobs) of their own: the server keeps every blob it was sent
     return Dataset.from_dict({
         "text": [f"{tag} text number {i}." for i in range(n)],
         "instruction_response_pairs": [[{"instruction": f"Which number is {tag}{i}?", "response": str(i)}] * (i % 3)
@@ -58,7 +58,7 @@ def _shard_sets(hub, repo: str) -> list[frozenset]:
 
 
 def test_round_trip_one_commit_and_card(hub):
-    repo, ds = _repo(), _augmented(60)
+    repo, ds = _repo(), _augmented(60, tag="r")
     commits = len(hub.state.commit_paths)
     _push(ds, repo)
     assert len(hub.state.commit_paths) == commits + 1  # shards, card, statistics: one commit
@@ -155,7 +155,8 @@ def test_second_push_adds_a_split(hub):
 
 
 def test_5xx_and_429_are_retried_by_us(hub):
-    repo, ds = _repo(), _augmented(40)
+    repo = _repo()
+    ds = _augmented(40)
     hub.state.fail["commit"] = [429, 503]
     hub.state.fail["upload"] = [500]
     posts = sum(1 for m, p in hub.state.log if m == "POST" and "/commit/" in p)
@@ -202,7 +203,7 @@ def test_smaller_re_push_never_mixes_old_and_new_shards(hub):
 
 
 def test_more_files_than_one_commit_holds_go_in_groups_with_the_card_last(hub, capsys):
-    repo, ds = _repo(), _augmented(60)
+    repo, ds = _repo(), _augmented(60, tag="r")
     commits = len(hub.state.commit_paths)
     _push(ds, repo, max_files_per_commit=3)
     new = hub.state.commit_paths[commits:]
