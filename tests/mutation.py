@@ -7,6 +7,7 @@ are printed. A survivor is either equivalent (no behaviour changed) or a missing
     pip install -e ".[dev]"
     python tests/mutation.py format batching        # modules by name; default: all of MODULES
     python tests/mutation.py shards --show-survivors
+    python tests/mutation.py hub --only 'hf_instruct_synth.hub.x__push__*'   # one function's mutants
 
 Not part of the test suite (CI runs the tests, not this).
 """
@@ -14,6 +15,7 @@ Not part of the test suite (CI runs the tests, not this).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import re
 import shutil
@@ -37,7 +39,7 @@ MODULES = {
 }
 
 
-def run(module: str, show: bool) -> tuple[int, int, list[str]]:
+def run(module: str, show: bool, only: list[str] | None = None) -> tuple[int, int, list[str]]:
     tests = MODULES[module]
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         work = Path(tmp) / "repo"
@@ -53,11 +55,12 @@ def run(module: str, show: bool) -> tuple[int, int, list[str]]:
         # mutmut forks each mutant's test run from a process that has run torch: with OpenMP's
         # thread pool alive the children crash (SIGSEGV); single-threaded, they do not
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-        ran = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "2"], cwd=work,
+        ran = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "2", *(only or [])], cwd=work,
                              capture_output=True, text=True, env=env)
         out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work,
                              capture_output=True, text=True).stdout
-        status = dict(re.findall(r"^\s*(\S+): (\w+)", out, re.M))
+        status = {k: v for k, v in re.findall(r"^\s*(\S+): (\w+)", out, re.M)
+                  if not only or any(fnmatch.fnmatch(k, pattern) for pattern in only)}
         killed = sum(1 for v in status.values() if v in ("killed", "timeout", "caught_by_type_check"))
         counts: dict[str, int] = {}
         for v in status.values():
@@ -82,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("modules", nargs="*", default=list(MODULES), choices=list(MODULES) + [[]])
     ap.add_argument("--show-survivors", action="store_true", help="print each surviving mutant's diff")
+    ap.add_argument("--only", nargs="+", metavar="PATTERN",
+                    help="mutants of these functions only, e.g. 'hf_instruct_synth.hub.x__push__*'")
     args = ap.parse_args(argv)
     for module in args.modules or list(MODULES):
-        killed, total, survivors = run(module, args.show_survivors)
+        killed, total, survivors = run(module, args.show_survivors, args.only)
         score = killed / total if total else 0.0
         print(f"{module}: {killed}/{total} mutants killed ({score:.0%}); survivors: {', '.join(survivors) or 'none'}",
               flush=True)
