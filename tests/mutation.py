@@ -7,7 +7,7 @@ are printed. A survivor is either equivalent (no behaviour changed) or a missing
     pip install -e ".[dev]"
     python tests/mutation.py format batching        # modules by name; default: all of MODULES
     python tests/mutation.py shards --show-survivors
-    python tests/mutation.py hub --only 'hf_instruct_synth.hub.x__push__*'   # one function's mutants
+    python tests/mutation.py synthesizer --only 'hf_instruct_synth.synthesizer.x*encode_prompt*'   # some functions
 
 Not part of the test suite (CI runs the tests, not this).
 """
@@ -32,9 +32,13 @@ MODULES = {
     "shards": ["tests/test_output_dir.py"],
     "templify": ["tests/test_rounds.py", "tests/test_augmented.py"],
     "card": ["tests/test_card.py"],
-    "hub": ["tests/test_hub.py"],
+    # hub.py is left out: its tests talk to conftest's Hub server, a thread of the process mutmut forks
+    # each mutant's run from; a forked child reaches the parent's server, not its own state, so every
+    # test fails and every mutant reads "killed" (even one that survives by hand). Its checks are
+    # tests/test_hub.py, run as a whole by CI.
+    # Hub-server tests are left out of the selections below for the same reason.
     "synthesizer": ["tests/test_synthesizer.py", "tests/test_inputs.py", "tests/test_bad_input.py",
-                    "tests/test_fingerprint.py", "tests/test_rounds.py"],
+                    "tests/test_fingerprint.py", "tests/test_rounds.py", "-k", "not test_hub_"],
     "engines/native": ["tests/test_native_engine.py"],
 }
 
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("modules", nargs="*", default=list(MODULES), choices=list(MODULES) + [[]])
     ap.add_argument("--show-survivors", action="store_true", help="print each surviving mutant's diff")
     ap.add_argument("--only", nargs="+", metavar="PATTERN",
-                    help="mutants of these functions only, e.g. 'hf_instruct_synth.hub.x__push__*'")
+                    help="mutants of these functions only, e.g. 'hf_instruct_synth.card.x__merge_body__*'")
     args = ap.parse_args(argv)
     for module in args.modules or list(MODULES):
         killed, total, survivors = run(module, args.show_survivors, args.only)
