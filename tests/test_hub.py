@@ -121,12 +121,16 @@ def test_hand_written_card_survives_a_re_push(hub):
     assert _card_yaml(after)["maintainer_key"] == "kept"
 
 
-def test_a_card_whose_yaml_does_not_parse_stops_the_push_before_any_upload(hub):
+def _repo_with_card(card: bytes) -> str:
+    """A new dataset repo holding only ``card`` as its README.md, as a maintainer wrote it."""
     repo = _repo()
-    api = HfApi()
-    api.create_repo(repo, repo_type="dataset")
-    api.upload_file(path_or_fileobj=b"---\nlicense: [unclosed\n---\n\nOur card.\n", path_in_repo="README.md",
-                    repo_id=repo, repo_type="dataset")
+    HfApi().create_repo(repo, repo_type="dataset")
+    HfApi().upload_file(path_or_fileobj=card, path_in_repo="README.md", repo_id=repo, repo_type="dataset")
+    return repo
+
+
+def test_a_card_whose_yaml_does_not_parse_stops_the_push_before_any_upload(hub):
+    repo, api = _repo_with_card(b"---\nlicense: [unclosed\n---\n\nOur card.\n"), HfApi()
     before, uploads = set(api.list_repo_files(repo, repo_type="dataset")), len(hub.state.uploads)
     with pytest.raises(PushError, match=r"README.md of .* has a YAML header that does not parse \(line 1.*"
                                         r"nothing was uploaded"):
@@ -340,11 +344,7 @@ def test_kill_9_mid_push_then_rerun(hub, tmp_path):
 
 
 def test_a_hand_edited_dataset_info_of_another_shape_is_replaced_not_crashed_on(hub):
-    repo = _repo()
-    api = HfApi()
-    api.create_repo(repo, repo_type="dataset")
-    api.upload_file(path_or_fileobj=b"---\ndataset_info: 3\ntags: 5\n---\n\nOur card.\n", path_in_repo="README.md",
-                    repo_id=repo, repo_type="dataset")
+    repo = _repo_with_card(b"---\ndataset_info: 3\ntags: 5\n---\n\nOur card.\n")
     _push(_augmented(20), repo)
     card = DatasetCard.load(repo, repo_type="dataset")
     assert [s["name"] for s in _card_yaml(card)["dataset_info"]["splits"]] == ["train"]
