@@ -334,6 +334,18 @@ def test_a_tokenizer_that_adds_bos_itself_still_gives_one_bos_per_prompt(tiny_to
     assert ids == tiny_tokenizer("<s> <CON> Before. </CON>\n\n<QUE> Q? <ANS> A </END></s><s> <CON> A text. </CON>\n\n",
                                  add_special_tokens=False)["input_ids"]
 
+    class Recording(ScriptedEngine):
+        def generate(self, prompts, stats):
+            self.prompts = prompts
+            return super().generate(prompts, stats)
+
+    engine = Recording(tokenizer=tok)
+    batched = InstructionSynthesizer(model="unused", engine=engine)
+    batched({"text": ["One text here.", "Another, longer text here."]})  # the batched path encodes on its own
+    assert sorted(engine.prompts) == sorted([batched.encode_prompt("One text here."),
+                                             batched.encode_prompt("Another, longer text here.")])
+    assert all(p.count(bos) == 1 for p in engine.prompts)
+
 
 def test_the_pairs_column_has_its_type_even_when_no_row_has_a_pair():
     """A shard whose rows all lack pairs is written with the same column type as any other."""
