@@ -20,6 +20,16 @@ from hub_server import HubServer  # noqa: E402
 _ONE_PER_PROCESS = "_hf_instruct_synth_test_hub"  # pytest.main run twice in a process (mutmut) imports this twice:
 if _ONE_PER_PROCESS in sys.modules:                # huggingface_hub keeps the first server's address, so keep it
     HUB, HF_HOME = sys.modules[_ONE_PER_PROCESS].server, sys.modules[_ONE_PER_PROCESS].hf_home
+    if HUB.serve_here():  # a forked child (a mutant's run): its own server and state, and every client told so
+        import datasets.config
+        import huggingface_hub.constants as hub_constants
+        from huggingface_hub import HfFileSystem
+
+        hub_constants.ENDPOINT = HUB.endpoint
+        hub_constants.HUGGINGFACE_CO_URL_TEMPLATE = HUB.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        datasets.config.HF_ENDPOINT = HUB.endpoint
+        datasets.config.HUB_DATASETS_URL = HUB.endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}"
+        HfFileSystem.clear_instance_cache()
 else:
     HUB, HF_HOME = HubServer().__enter__(), tempfile.mkdtemp(prefix="hf-home-")
     sys.modules[_ONE_PER_PROCESS] = type(sys)(_ONE_PER_PROCESS)

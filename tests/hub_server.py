@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -294,13 +295,29 @@ class HubServer:
 
     def __init__(self):
         self.state = HubState()
+        self._bind()
+
+    def _bind(self) -> None:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))
         self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.pid = os.getpid()
 
     def __enter__(self) -> HubServer:
         self.thread.start()
         return self
+
+    def serve_here(self) -> bool:
+        """In a forked child (mutmut runs each mutant's tests in one), serve this process's own copy
+        of the state on a new port: the inherited socket belongs to the parent's serving thread, which
+        would answer with the parent's state. Returns whether the endpoint changed."""
+        if self.pid == os.getpid():
+            return False
+        self.httpd.socket.close()  # this process's copy of the parent's socket; the parent keeps serving
+        self.state.lock = threading.Lock()  # the parent's may have been held at the fork
+        self._bind()
+        self.thread.start()
+        return True
 
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()

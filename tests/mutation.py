@@ -32,13 +32,11 @@ MODULES = {
     "shards": ["tests/test_output_dir.py"],
     "templify": ["tests/test_rounds.py", "tests/test_augmented.py"],
     "card": ["tests/test_card.py"],
-    # hub.py is left out: its tests talk to conftest's Hub server, a thread of the process mutmut forks
-    # each mutant's run from; a forked child reaches the parent's server, not its own state, so every
-    # test fails and every mutant reads "killed" (even one that survives by hand). Its checks are
-    # tests/test_hub.py, run as a whole by CI.
-    # Hub-server tests are left out of the selections below for the same reason.
+    # hub.py: its tests talk to conftest's Hub server; in each forked mutant run conftest starts the
+    # child's own server (HubServer.serve_here), so a child never reaches the parent's state
+    "hub": ["tests/test_hub.py", "tests/test_inputs.py", "-k", "hub"],
     "synthesizer": ["tests/test_synthesizer.py", "tests/test_inputs.py", "tests/test_bad_input.py",
-                    "tests/test_fingerprint.py", "tests/test_rounds.py", "-k", "not test_hub_"],
+                    "tests/test_fingerprint.py", "tests/test_rounds.py", "-k", "not test_hub_"],  # Hub tests: slow per mutant
     "engines/native": ["tests/test_native_engine.py"],
 }
 

@@ -14,7 +14,8 @@ from hf_instruct_synth.format import PROMPT_TAIL
 def synth_factory(tiny_model, tiny_tokenizer):
     def make(**kw):
         kw.setdefault("max_new_tokens", 8)
-        return InstructionSynthesizer(model=tiny_model, tokenizer=tiny_tokenizer, **kw)
+        kw.setdefault("tokenizer", tiny_tokenizer)
+        return InstructionSynthesizer(model=tiny_model, **kw)
 
     return make
 
@@ -95,3 +96,42 @@ def test_unreachable_model_says_what_to_do(tmp_path, monkeypatch):
     synth = InstructionSynthesizer(model="no-such-org/no-such-model", max_new_tokens=4)
     with pytest.raises(OSError, match=r"could not load the model 'no-such-org/no-such-model'.*--model demo"):
         synth({"text": ["hello"]})
+
+
+class _SlowTokenizer:
+    """A tokenizer without offsets (``is_fast`` False, as sentencepiece-only tokenizers are)."""
+
+    is_fast = False
+
+    def __init__(self, fast):
+        self._fast = fast
+
+    def __call__(self, texts, **kw):
+        assert not kw.get("return_offsets_mapping"), "a slow tokenizer has no offsets"
+        return self._fast(texts, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._fast, name)
+
+
+def test_a_tokenizer_without_offsets_gives_the_same_prompts_and_truncates_within_budget(synth_factory,
+                                                                                        tiny_tokenizer):
+    """Tokenizers with no offsets take the proportional cut: same prompts when they fit, and a
+    truncated prompt that fits, ends with the closing tail and keeps a prefix of the text."""
+    long_text = " ".join(f"word{i}" for i in range(400))
+    texts = ["short text.", "Another one, with <s> and </s> inside.", long_text]
+    fast, slow = synth_factory(max_model_len=72), synth_factory(max_model_len=72, tokenizer=_SlowTokenizer(tiny_tokenizer))
+    fast._load(), slow._load()
+    assert slow._encode_many([f"<s>{t}" for t in texts[:2]]) == [(ids, None) for ids, _ in
+                                                                 fast._encode_many([f"<s>{t}" for t in texts[:2]])]
+    for text in texts[:2]:
+        assert slow.fit_prompt(text, "row") == fast.fit_prompt(text, "row")
+    ids = slow.fit_prompt(long_text, "row 2")
+    assert 56 <= len(ids) <= 64  # the proportional cut fits the budget and wastes little of it
+    decoded = tiny_tokenizer.decode(ids)
+    assert decoded.startswith("<s> <CON> word0 word1") and decoded.endswith(PROMPT_TAIL)
+    assert long_text.startswith(decoded[len("<s> <CON> "):-len(PROMPT_TAIL)])
+    assert slow.stats.rows_truncated == 1 and ids.count(tiny_tokenizer.bos_token_id) == 1
+    out, ref = slow({"text": texts}), fast({"text": texts[:2]})
+    assert out["synthesizer_output"][:2] == ref["synthesizer_output"]  # the batched path too
+    assert out["synthesizer_output"][2] == per_row_generate(slow._loaded["model"], tiny_tokenizer, ids, 8)

@@ -349,3 +349,68 @@ def test_a_hand_edited_dataset_info_of_another_shape_is_replaced_not_crashed_on(
     card = DatasetCard.load(repo, repo_type="dataset")
     assert [s["name"] for s in _card_yaml(card)["dataset_info"]["splits"]] == ["train"]
     assert "Our card." in card.text
+
+
+def _http_error(status: int, retry_after: str | None = None):
+    """An HfHubHTTPError as huggingface_hub raises it, without a network (any version's HTTP library)."""
+    from types import SimpleNamespace
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    err = HfHubHTTPError.__new__(HfHubHTTPError)
+    Exception.__init__(err, f"{status} Client Error for url: https://hub/api/x?token={TOKEN}")
+    err.response = SimpleNamespace(status_code=status, headers={"Retry-After": retry_after} if retry_after else {})
+    return err
+
+
+def test_retry_backs_off_doubling_takes_retry_after_when_longer_and_caps_at_a_minute(monkeypatch):
+    import hf_instruct_synth.hub as hub_module
+
+    waits: list[float] = []
+    monkeypatch.setattr(hub_module.time, "sleep", waits.append)
+
+    def failing(*errors):
+        seq = list(errors)
+
+        def fn():
+            if seq:
+                raise seq.pop(0)
+            return "ok"
+        return fn
+
+    fn = failing(_http_error(503), _http_error(502), _http_error(429, "7"), _http_error(429, "1"),
+                 _http_error(429, "soon"), _http_error(500))
+    assert hub_module._retry(fn, "commit", TOKEN, retries=6, backoff_s=0.5) == "ok"
+    assert waits == [0.5, 1.0, 7.0, 4.0, 8.0, 16.0]  # doubling; Retry-After only when longer and a number
+    waits.clear()
+    assert hub_module._retry(failing(_http_error(503), _http_error(429, "3600")), "commit", TOKEN, retries=2,
+                             backoff_s=100.0) == "ok"
+    assert waits == [60.0, 60.0]  # never more than a minute a wait
+
+
+def test_retry_gives_up_with_what_failed_the_status_and_no_token(monkeypatch):
+    import hf_instruct_synth.hub as hub_module
+
+    monkeypatch.setattr(hub_module.time, "sleep", lambda s: None)
+    calls = []
+
+    def fn_raising(err):
+        def fn():
+            calls.append(1)
+            raise err
+        return fn
+
+    with pytest.raises(PushError) as info:  # not a status worth retrying: at once
+        hub_module._retry(fn_raising(_http_error(404)), "list files", TOKEN, retries=5, backoff_s=1.0, again=" Again.")
+    assert len(calls) == 1
+    assert str(info.value).startswith("could not list files on 404: 404 Client Error") and str(info.value).endswith(
+        "token=***. Again.")
+    calls.clear()
+    with pytest.raises(PushError, match=r"^could not commit on 503: .*token=\*\*\*\.$"):  # retries spent
+        hub_module._retry(fn_raising(_http_error(503)), "commit", TOKEN, retries=2, backoff_s=1.0)
+    assert len(calls) == 3
+    with pytest.raises(PushError, match=rf"^could not commit: ConnectionError: refused {TOKEN[:3]}\*\*\*\. Again\.$"):
+        hub_module._retry(fn_raising(ConnectionError(f"refused {TOKEN[:3]}{TOKEN}")), "commit", TOKEN, retries=2,
+                          backoff_s=1.0, again=" Again.")
+    assert hub_module._redact(f"a {TOKEN} b {TOKEN}", TOKEN) == "a *** b ***"
+    assert hub_module._redact("nothing secret", None) == "nothing secret"
