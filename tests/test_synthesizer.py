@@ -356,3 +356,46 @@ def test_the_pairs_column_has_its_type_even_when_no_row_has_a_pair():
     pair = pa.struct([("instruction", pa.string()), ("response", pa.string())])
     assert pa.array(PairsColumn([[], []])).type == pa.list_(pair)
     assert pa.array(PairsColumn([[{"instruction": "Q", "response": "A"}]])).type == pa.list_(pair)
+
+
+def test_defaults_are_the_contracts_and_every_bound_is_checked_at_its_edge():
+    """DESIGN.md's defaults (the published synthesizer, 400 new tokens in 4096), and each argument
+    check refusing exactly the values it names, with the value in the message."""
+    from hf_instruct_synth.synthesizer import DEFAULT_MODEL
+
+    s = InstructionSynthesizer()
+    assert DEFAULT_MODEL == "instruction-pretrain/instruction-synthesizer" and s.model == DEFAULT_MODEL
+    assert (s.tokenizer, s.text_column, s.max_new_tokens, s.max_model_len, s.max_batch_tokens, s.max_pad_fraction,
+            s.revision, s.device, s.dtype, s.attn_implementation, s.dedupe, s.on_overflow, s.on_invalid, s.engine,
+            s.speculative, s.draft_tokens, s.ngram) == (
+        None, "text", 400, 4096, None, 0.1, None, None, None, None, True, "truncate", "error", "auto", None, 4, 3)
+    assert not s.is_loaded and s.model_commit is None and s.placement == {} and s.stats.rows == 0
+    ok = InstructionSynthesizer(max_new_tokens=1, max_model_len=2, max_batch_tokens=1, draft_tokens=1, ngram=2,
+                                speculative="prompt_lookup", engine="native")
+    assert (ok.max_new_tokens, ok.max_model_len, ok.max_batch_tokens, ok.draft_tokens, ok.ngram) == (1, 2, 1, 1, 2)
+    for kw, message in [({"max_new_tokens": 0}, r"max_new_tokens must be at least 1, got 0"),
+                        ({"max_new_tokens": 8, "max_model_len": 8},
+                         r"max_model_len \(8\) must exceed max_new_tokens \(8\): the prompt needs room too"),
+                        ({"on_overflow": "drop"}, r"on_overflow must be 'truncate' or 'error', got 'drop'"),
+                        ({"on_invalid": "ignore"}, r"on_invalid must be 'error' or 'skip', got 'ignore'"),
+                        ({"engine": "fast"}, r"engine must be one of \(.*'native'.*'auto'\) or an Engine instance, got 'fast'"),
+                        ({"engine": object()}, r"engine must be a name or an object with generate\(prompts, stats\)"),
+                        ({"speculative": "eagle"}, r"speculative must be None or 'prompt_lookup', got 'eagle'"),
+                        ({"speculative": "prompt_lookup", "engine": "static"},
+                         r"speculative='prompt_lookup' needs engine='native' or 'vllm' \(or 'auto'\), not 'static'"),
+                        ({"draft_tokens": 0}, r"need draft_tokens >= 1 and ngram >= 2, got 0 and 3"),
+                        ({"ngram": 1}, r"need draft_tokens >= 1 and ngram >= 2, got 4 and 1"),
+                        ({"max_batch_tokens": 0}, r"max_batch_tokens must be positive, got 0")]:
+        with pytest.raises(ValueError, match=f"^{message}"):
+            InstructionSynthesizer(**kw)
+
+
+def test_generation_settings_in_the_card_say_how_the_text_was_decoded():
+    settings = InstructionSynthesizer(max_new_tokens=300, max_model_len=2048, dedupe=False, on_invalid="skip")
+    assert settings.generation_settings().card() == {
+        "decoding": "greedy", "max_new_tokens": 300, "max_model_len": 2048, "dedupe_questions": False,
+        "on_overflow": "truncate", "on_invalid": "skip", "speculative": "off"}
+    drafting = InstructionSynthesizer(speculative="prompt_lookup", draft_tokens=5, ngram=4).generation_settings()
+    assert drafting.card()["speculative"] == "prompt_lookup (5 draft tokens, n-grams up to 4)"
+    assert drafting.identity()["draft_tokens"] == 5 and drafting.identity()["ngram"] == 4
+    assert "draft_tokens" not in settings.generation_settings().identity()  # drafting off: they decide nothing
