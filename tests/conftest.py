@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +36,12 @@ else:
     HUB, HF_HOME = HubServer().__enter__(), tempfile.mkdtemp(prefix="hf-home-")
     sys.modules[_ONE_PER_PROCESS] = type(sys)(_ONE_PER_PROCESS)
     sys.modules[_ONE_PER_PROCESS].server, sys.modules[_ONE_PER_PROCESS].hf_home = HUB, HF_HOME
+# Each test process its own temporary folder: pushes clear the scratch folders of processes that are
+# gone, and in a mutation run (parallel forked children, some with a mutated liveness check) one
+# process must never clear another's.
+tempfile.tempdir = tempfile.mkdtemp(prefix=f"hf-instruct-synth-tests-{os.getpid()}-")
+os.environ["TMPDIR"] = tempfile.tempdir
+atexit.register(shutil.rmtree, tempfile.tempdir, ignore_errors=True)
 os.environ.update(HF_ENDPOINT=HUB.endpoint, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
                   HF_TOKEN="hf_test_token_do_not_log_0123456789", HF_HOME=HF_HOME)
 os.environ.pop("HF_HUB_OFFLINE", None)
@@ -44,7 +52,7 @@ HUB.state.tokens[os.environ["HF_TOKEN"]] = "write"
 def hub():
     """The local Hub; failures a test injects never reach the next test."""
     yield HUB
-    HUB.state.fail = {"commit": [], "upload": []}
+    HUB.state.fail = {"commit": [], "upload": [], "whoami": [], "create": []}
     HUB.state.tokens = {os.environ["HF_TOKEN"]: "write"}
     HUB.state.upload_delay_s = 0.0
 

@@ -41,7 +41,8 @@ class HubState:
         self.repos: dict[str, Repo] = {}
         self.objects: dict[str, bytes] = {}  # sha256 -> bytes uploaded through LFS
         self.log: list[tuple[str, str]] = []  # (method, path) of every request
-        self.fail: dict[str, list[int]] = {"commit": [], "upload": []}
+        self.fail: dict[str, list[int]] = {"commit": [], "upload": [], "whoami": [], "create": []}
+        self.model_repos: set[str] = set()  # created without type "dataset": no dataset endpoint finds them
         self.uploads: list[str] = []  # sha256 of every accepted PUT
         self.commit_paths: list[list[str]] = []  # paths added by each commit
         self.auth_headers: list[str] = []
@@ -126,6 +127,8 @@ def make_handler(state: HubState):
             url = urlparse(self.path)
             path = unquote(url.path)
             if path == "/api/whoami-v2":
+                if self._maybe_fail("whoami"):
+                    return None
                 auth = self.headers.get("authorization", "")
                 if state.tokens.get(auth.removeprefix("Bearer ")) is None:
                     return self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
@@ -192,8 +195,13 @@ def make_handler(state: HubState):
                 state.auth_headers.append(self.headers.get("authorization", ""))
             path = unquote(urlparse(self.path).path)
             if path == "/api/repos/create":
+                if self._maybe_fail("create"):  # reads the body itself
+                    return None
                 body = json.loads(self._body())
                 repo_id = f"{body.get('organization') or 'user'}/{body['name']}"
+                if body.get("type") != "dataset":  # the Hub makes a model repo
+                    state.model_repos.add(repo_id)
+                    return self._send(200, {"url": f"http://{self.headers['Host']}/{repo_id}"})
                 url = f"http://{self.headers['Host']}/datasets/{repo_id}"
                 if repo_id in state.repos:  # the Hub's 409 names the repo's url too
                     return self._send(409, {"error": "You already created this dataset repo", "url": url},

@@ -243,22 +243,49 @@ def test_auth_error_is_not_retried_and_hides_the_token(hub):
     assert hub.state.fail["commit"] == []
 
 
-def test_access_check_names_the_problem(hub, monkeypatch):
-    assert check_push_access(_repo()) == "user"
-    with pytest.raises(PushError, match="cannot write to someone-else/"):
-        check_push_access("someone-else/x")
+def test_access_check_creates_the_dataset_repo_and_names_each_problem_with_its_fix(hub, monkeypatch):
+    repo, private_repo = _repo(), _repo()
+    assert check_push_access(repo) == "user"
+    assert repo in hub.state.repos and not hub.state.repos[repo].private  # a dataset repo, made before generation
+    assert check_push_access(repo) == "user"  # it exists already: fine
+    assert check_push_access(private_repo, private=True) == "user" and hub.state.repos[private_repo].private
+    org_repo = "org/" + _repo().split("/")[1]
+    assert check_push_access(org_repo) == "user" and org_repo in hub.state.repos  # an organisation of the token's
+    bare = _repo().split("/")[1]
+    assert check_push_access(bare) == "user" and f"user/{bare}" in hub.state.repos  # no namespace: the user's
+    hub.state.fail["create"] = [503]
+    with_retry = _repo()
+    monkeypatch.setattr("hf_instruct_synth.hub.time.sleep", lambda s: None)
+    assert check_push_access(with_retry) == "user" and with_retry in hub.state.repos  # creating is retried
+
+    def refused(repo_id: str, message: str, **kw) -> None:
+        with pytest.raises(PushError) as err:
+            check_push_access(repo_id, **kw)
+        assert str(err.value) == message and TOKEN not in str(err.value)
+
+    refused("someone-else/x", "user cannot write to someone-else/ (your namespaces: org, user); "
+                              "pick a repo id in one of them")
+    hub.state.fail["whoami"] = [502]
+    refused(_repo(), "the Hub answered 502 when checking the token; try again later")
     hub.state.tokens[TOKEN] = "read"
-    with pytest.raises(PushError, match="can only read"):
-        check_push_access(_repo())
+    refused(_repo(), "the token can only read: create one with write access (https://huggingface.co/settings/"
+                     "tokens) and set HF_TOKEN, then run the same command again")
     hub.state.tokens.clear()
-    with pytest.raises(PushError, match="rejected the token"):
-        check_push_access(_repo())
+    refused(_repo(), "the Hub rejected the token (HTTP 401): set a valid HF_TOKEN or run `hf auth login`, "
+                     "then run the same command again")
+    refused(_repo(), "the Hub rejected the token (HTTP 401): set a valid HF_TOKEN or run `hf auth login`, "
+                     "then run the same command again", token="hf_another_token_not_known_0000000")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     import huggingface_hub.constants as c
 
     monkeypatch.setattr(c, "ENDPOINT", "http://127.0.0.1:9")
-    with pytest.raises(PushError, match="could not reach the Hub"):
-        check_push_access(_repo())
+    refused(_repo(), "could not reach the Hub (ConnectError); check the network (or HF_ENDPOINT), or drop "
+                     "--push-to-hub and publish later with `hf-instruct-synth push DIR REPO_ID`")
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr("hf_instruct_synth.hub._cached_token", lambda: None)
+    refused(_repo(), "no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access), "
+                     "then run the same command again")
+    assert not hub.state.model_repos  # every repo made was a dataset repo
 
 
 def test_push_output_dir_uploads_the_run_shards_byte_for_byte(hub, tmp_path):
