@@ -441,3 +441,34 @@ def test_retry_gives_up_with_what_failed_the_status_and_no_token(monkeypatch):
                           backoff_s=1.0, again=" Again.")
     assert hub_module._redact(f"a {TOKEN} b {TOKEN}", TOKEN) == "a *** b ***"
     assert hub_module._redact("nothing secret", None) == "nothing secret"
+
+
+def test_a_push_clears_only_scratch_folders_of_processes_that_are_gone(tmp_path, monkeypatch):
+    """Two pushes at once on one machine: neither may delete the other's shards mid-upload."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import hf_instruct_synth.hub as hub_module
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    base = tmp_path / "hf-instruct-synth-push"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folders = {name: base / name for name in (f"pid-{gone}-a", f"pid-{live.pid}-b", f"pid-{os.getpid()}-c",
+                                                  "pid-x-d", "pid-0-e")}
+        for folder in folders.values():
+            folder.mkdir(parents=True)
+            (folder / "train-00000.parquet").write_bytes(b"shard")
+        assert hub_module._alive(live.pid) and hub_module._alive(os.getpid()) and not hub_module._alive(int(gone))
+        mine = hub_module._scratch_dir()
+    finally:
+        live.kill()
+        live.wait()
+    assert mine.parent == base and mine.name.startswith(f"pid-{os.getpid()}-") and mine.is_dir()
+    assert list(mine.iterdir()) == []  # a fresh, empty folder
+    assert {p.name for p in base.iterdir()} == {mine.name} | set(folders) - {f"pid-{gone}-a"}
+    assert all((f / "train-00000.parquet").exists() for n, f in folders.items() if n != f"pid-{gone}-a")
