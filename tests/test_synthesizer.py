@@ -399,3 +399,40 @@ def test_generation_settings_in_the_card_say_how_the_text_was_decoded():
     assert drafting.card()["speculative"] == "prompt_lookup (5 draft tokens, n-grams up to 4)"
     assert drafting.identity()["draft_tokens"] == 5 and drafting.identity()["ngram"] == 4
     assert "draft_tokens" not in settings.generation_settings().identity()  # drafting off: they decide nothing
+
+
+def test_loading_builds_the_engine_from_every_setting_and_records_where_it_loaded(tiny_model_dir, tiny_tokenizer):
+    synth = InstructionSynthesizer(model=str(tiny_model_dir), engine="native", max_new_tokens=9, max_model_len=300,
+                                   max_batch_tokens=777, max_pad_fraction=0.3, speculative="prompt_lookup",
+                                   draft_tokens=5, ngram=4)
+    out = synth({"text": ["One text.", "Two texts here."]}, [10, 11], 3)  # with_indices=True, with_rank=True
+    engine = synth._loaded["engine"]
+    assert type(engine).__name__ == "NativeEngine"
+    assert (engine.max_new_tokens, engine.max_batch_tokens, engine.max_pad_fraction, engine.speculative,
+            engine.draft_tokens, engine.ngram) == (9, 777, 0.3, "prompt_lookup", 5, 4)
+    assert engine.eos == {tiny_tokenizer.eos_token_id} and engine.pad_token_id == tiny_tokenizer.pad_token_id
+    assert synth.placement == {"rank": 3, "gpu": None, "device": "cpu", "attn_implementation": "sdpa",
+                               "dtype": "float32"}  # the rank ds.map passed, after the indices
+    assert len(out["synthesizer_output"]) == 2 and synth.stats.rows == 2 and synth.stats.wall_time_s > 0
+    static = InstructionSynthesizer(model=str(tiny_model_dir), engine="static", max_new_tokens=7)
+    static({"text": ["x y."]}, [0])  # with_indices=True only: no rank
+    assert type(static._loaded["engine"]).__name__ == "StaticEngine" and static._loaded["engine"].max_new_tokens == 7
+    assert static.placement["rank"] is None and static._loaded["tokenizer"].pad_token_id == tiny_tokenizer.pad_token_id
+
+
+def test_control_ids_come_from_the_tokenizer_and_from_its_vocabulary_when_it_names_none(tiny_tokenizer):
+    """``<s>``/``</s>`` are the tokenizer's BOS/EOS ids; a tokenizer that declares no BOS still has
+    ``<s>`` in its vocabulary, and prompts use that id (never ``None``)."""
+    import copy
+
+    from hf_instruct_synth.testing import ScriptedEngine
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    synth = InstructionSynthesizer(model="unused", engine=ScriptedEngine(tokenizer=tok))
+    synth.load()
+    assert (synth._control_id("<s>"), synth._control_id("</s>")) == (tok.bos_token_id, tok.eos_token_id) == (1, 2)
+    tok.bos_token, tok.eos_token = "</CON>", "<QUE>"  # declared ids differ from the wire format's tokens' ids
+    assert synth._control_id("<s>") == tok.bos_token_id != 1 and synth._control_id("</s>") == tok.eos_token_id != 2
+    tok.bos_token = None
+    assert tok.bos_token_id is None and synth._control_id("<s>") == 1
+    assert synth.encode_prompt("x")[0] == 1
