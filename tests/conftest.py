@@ -38,10 +38,15 @@ else:
     sys.modules[_ONE_PER_PROCESS].server, sys.modules[_ONE_PER_PROCESS].hf_home = HUB, HF_HOME
 # Each test process its own temporary folder: pushes clear the scratch folders of processes that are
 # gone, and in a mutation run (parallel forked children, some with a mutated liveness check) one
-# process must never clear another's.
-tempfile.tempdir = tempfile.mkdtemp(prefix=f"hf-instruct-synth-tests-{os.getpid()}-")
-os.environ["TMPDIR"] = tempfile.tempdir
-atexit.register(shutil.rmtree, tempfile.tempdir, ignore_errors=True)
+# process must never clear another's. Made in the system's temporary folder every time (never
+# nested: multiprocessing's socket paths must stay short), once per process.
+_tmp = sys.modules[_ONE_PER_PROCESS]
+if getattr(_tmp, "tmp_pid", None) != os.getpid():
+    _tmp.system_tmp = getattr(_tmp, "system_tmp", None) or tempfile.gettempdir()
+    _tmp.tmp_pid, _tmp.tmp = os.getpid(), tempfile.mkdtemp(prefix=f"his-{os.getpid()}-", dir=_tmp.system_tmp)
+    atexit.register(lambda pid=os.getpid(), path=_tmp.tmp: os.getpid() == pid  # not in a forked child
+                    and shutil.rmtree(path, ignore_errors=True))
+tempfile.tempdir = os.environ["TMPDIR"] = _tmp.tmp
 os.environ.update(HF_ENDPOINT=HUB.endpoint, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
                   HF_TOKEN="hf_test_token_do_not_log_0123456789", HF_HOME=HF_HOME)
 os.environ.pop("HF_HUB_OFFLINE", None)

@@ -56,7 +56,8 @@ def run(module: str, show: bool, only: list[str] | None = None) -> tuple[int, in
         (work / "pyproject.toml").write_text(pyproject)
         # mutmut forks each mutant's test run from a process that has run torch: with OpenMP's
         # thread pool alive the children crash (SIGSEGV); single-threaded, they do not
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+               "TMPDIR": str(Path(tmp))}  # each mutant's temporary folder (conftest) goes with this one
         ran = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "2", *(only or [])], cwd=work,
                              capture_output=True, text=True, env=env)
         out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work,
