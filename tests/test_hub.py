@@ -472,3 +472,27 @@ def test_a_push_clears_only_scratch_folders_of_processes_that_are_gone(tmp_path,
     assert list(mine.iterdir()) == []  # a fresh, empty folder
     assert {p.name for p in base.iterdir()} == {mine.name} | set(folders) - {f"pid-{gone}-a"}
     assert all((f / "train-00000.parquet").exists() for n, f in folders.items() if n != f"pid-{gone}-a")
+
+
+def test_a_split_published_by_an_older_version_keeps_its_numbers_from_its_run_counters(hub):
+    """Older versions published ``synthesis_stats.json`` as bare run counters per split (no data
+    counts): a new split's push keeps that split's numbers in the card and the file."""
+    repo = _repo()
+    HfApi(token=TOKEN).create_repo(repo, repo_type="dataset")
+    old = SynthesisStats(rows=12, pairs=20, rows_without_pairs=2, pairs_per_row={"0": 2, "2": 10},
+                         generated_tokens=77)
+    HfApi(token=TOKEN).upload_file(path_or_fileobj=json.dumps({"test": old.to_dict()}).encode(),
+                                   path_in_repo="synthesis_stats.json", repo_id=repo, repo_type="dataset")
+    ds = _augmented(30)
+    _push(ds, repo)
+    stats = json.loads(hub.state.repos[repo].files["synthesis_stats.json"])
+    assert stats["test"] == {"run": old.to_dict(), "data": None}  # kept as it was, in the new shape
+    assert stats["train"]["data"]["rows"] == 30
+    card = DatasetCard.load(repo, repo_type="dataset").text
+    assert "| rows | 12 | 30 | 42 |" in card  # the old split's rows from its run counters, and the total
+    pairs_new = sum(len(p) for p in ds["instruction_response_pairs"])
+    assert f"| pairs | 20 | {pairs_new} | {20 + pairs_new} |" in card
+    counts = [len(p) for p in ds["instruction_response_pairs"]]
+    assert f"| texts without a pair | 2 | {counts.count(0)} | {2 + counts.count(0)} |" in card
+    assert f"| 0 | {2 + counts.count(0)} |" in card and f"| 2 | {10 + counts.count(2)} |" in card  # histogram
+    assert "| generated tokens *(run)* | 77 |" in card
