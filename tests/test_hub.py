@@ -312,6 +312,38 @@ def test_push_output_dir_uploads_the_run_shards_byte_for_byte(hub, tmp_path):
     assert len(hub.state.uploads) == before
 
 
+def test_push_output_dir_publishes_the_runs_split_and_the_card_says_how_it_was_made(hub, tmp_path):
+    """What the run recorded (split, settings, source and its commit, hardware, command) reaches the
+    card of a pushed folder; ``private`` reaches the repo."""
+    from hf_instruct_synth import InstructionSynthesizer
+    from hf_instruct_synth.run import run_to_dir
+    from hf_instruct_synth.testing import ScriptedEngine
+
+    ds = Dataset.from_dict({"text": [f"The {i}th bridge spans the river." for i in range(7)]})
+    out = tmp_path / "run"
+    about = {"generation": {"model": "org/synth", "max_new_tokens": 64},
+             "command": "hf-instruct-synth synthesize user/raw --split test",
+             "source": {"hub_dataset": "user/raw", "revision": "a" * 40}}
+    run_to_dir(ds, InstructionSynthesizer(model="unused/name", engine=ScriptedEngine(), max_new_tokens=64), out,
+               split="test", shard_rows=4, progress=False, source="t", about=about)
+    repo = _repo()
+    push_output_dir(out, repo, license="mit", progress=False, private=True, token=TOKEN)
+    stored = hub.state.repos[repo]
+    assert stored.private
+    assert sorted(stored.files) == ["README.md", "data/test-00000.parquet", "data/test-00001.parquet",
+                                    "hf-instruct-synth/test/manifest.json", "synthesis_stats.json"]
+    card = stored.files["README.md"].decode()
+    for line in ["license: mit", "source_datasets:\n- user/raw", "  - split: test\n    path: data/test-*",
+                 f"| source dataset | [user/raw](https://huggingface.co/datasets/user/raw) @ `{'a' * 40}` |",
+                 "| synthesizer | [org/synth](https://huggingface.co/org/synth) |", "| max new tokens | 64 |",
+                 "| hardware | CPU |", "```bash\nhf-instruct-synth synthesize user/raw --split test\n```",
+                 "Columns: `text`, `instruction_response_pairs`, `synthesizer_output`, `augmented_texts`, "
+                 "`template_modes`.", '"text": "The 0th bridge spans the river."', "| rows | 7 |"]:
+        assert line in card, line
+    assert load_dataset(repo, split="test").to_list() == Dataset.from_parquet(
+        [str(p) for p in sorted((out / "data").glob("*.parquet"))]).to_list()
+
+
 def test_push_refuses_an_unfinished_or_damaged_run(hub, tmp_path):
     from hf_instruct_synth import InstructionSynthesizer
     from hf_instruct_synth.run import synthesize_to_dir
@@ -323,7 +355,8 @@ def test_push_refuses_an_unfinished_or_damaged_run(hub, tmp_path):
                       progress=False, source="test")
     shard = out / "data" / "train-00001.parquet"
     shard.write_bytes(shard.read_bytes()[:-10])
-    with pytest.raises(PushError, match=r"shards \[1\] are damaged"):
+    with pytest.raises(PushError, match=r"shards \[1\] are damaged \(.+\); run the synthesize command again to "
+                                        r"regenerate them, then push$"):
         push_output_dir(out, _repo(), license="mit", progress=False)
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["complete"] = False
