@@ -247,6 +247,9 @@ def make_handler(state: HubState):
                 if self._maybe_fail("commit"):
                     return
                 repo = self._repo(m.group(1))
+                if repo and m.group(2) != "main":  # no branches here but main (a commit to another one: 404)
+                    self._body()
+                    return self._error(404, "RevisionNotFound", f"Invalid rev id: {m.group(2)}")
                 lines = [json.loads(line) for line in self._body().decode().splitlines() if line.strip()]
                 if repo is None:
                     return

@@ -231,8 +231,47 @@ def test_counts_come_from_the_data_after_num_proc(hub, tiny_model_dir):
 
 
 def test_push_without_license_says_what_to_do(hub):
-    with pytest.raises(PushError, match="needs a license"):
+    with pytest.raises(PushError) as err:
         push_augmented_to_hub(_augmented(3), _repo(), card_kwargs={}, progress=False)
+    assert str(err.value) == ("the card needs a license: pass card_kwargs={'license': ...} (CLI: --license), e.g. the "
+                              "source dataset's license")
+
+
+def test_a_token_passed_in_is_the_one_used_whatever_the_environment_holds(hub, monkeypatch, tmp_path):
+    other = "hf_passed_in_token_0000000000000000"
+    hub.state.tokens[other] = "write"
+    monkeypatch.setenv("HF_TOKEN", "hf_environment_token_the_hub_refuses_00")  # a stale token in the environment
+    repo = _repo()
+    assert check_push_access(repo, token=other) == "user"
+    ds = _augmented(5)
+    _push(ds, repo, token=other)
+    assert load_dataset(repo, token=other)["train"].to_list() == ds.to_list()
+    assert hub.state.auth_headers[-1] == f"Bearer {other}"
+    with pytest.raises(PushError, match="rejected the token"):
+        check_push_access(_repo())  # the environment's token, refused: so the passing above used ours
+
+
+def test_push_defaults_are_public_on_main_with_progress_and_five_retries(hub):
+    import inspect
+
+    for fn in (push_augmented_to_hub, push_output_dir):
+        params = inspect.signature(fn).parameters
+        assert {k: params[k].default for k in ("private", "revision", "retries", "backoff_s", "progress")} == {
+            "private": False, "revision": "main", "retries": 5, "backoff_s": 1.0, "progress": True}, fn.__name__
+    repo = _repo()
+    push_augmented_to_hub(_augmented(4), repo, card_kwargs={"license": "mit"}, progress=False)
+    assert not hub.state.repos[repo].private
+    with pytest.raises(PushError, match="could not commit on 404"):  # a branch that is not there: refused, said
+        _push(_augmented(4), repo, revision="no-such-branch", retries=0)
+
+
+def test_a_finished_push_leaves_no_scratch_folder(hub):
+    import tempfile
+    from pathlib import Path
+
+    scratch = Path(tempfile.gettempdir()) / "hf-instruct-synth-push"
+    _push(_augmented(20), _repo())
+    assert not list(scratch.glob(f"pid-{os.getpid()}-*"))  # the shards written for the upload are removed
 
 
 def test_auth_error_is_not_retried_and_hides_the_token(hub):
@@ -254,9 +293,13 @@ def test_access_check_creates_the_dataset_repo_and_names_each_problem_with_its_f
     bare = _repo().split("/")[1]
     assert check_push_access(bare) == "user" and f"user/{bare}" in hub.state.repos  # no namespace: the user's
     hub.state.fail["create"] = [503]
-    with_retry = _repo()
-    monkeypatch.setattr("hf_instruct_synth.hub.time.sleep", lambda s: None)
+    with_retry, waits = _repo(), []
+    monkeypatch.setattr("hf_instruct_synth.hub.time.sleep", waits.append)
     assert check_push_access(with_retry) == "user" and with_retry in hub.state.repos  # creating is retried
+    hub.state.fail["create"] = [503] * 6
+    with pytest.raises(PushError, match=r"^could not create the repo on 503: "):
+        check_push_access(_repo())
+    assert waits == [1.0, 1.0, 2.0, 4.0, 8.0, 16.0] and hub.state.fail["create"] == []  # 5 retries, doubling
 
     def refused(repo_id: str, message: str, **kw) -> None:
         with pytest.raises(PushError) as err:
@@ -267,6 +310,9 @@ def test_access_check_creates_the_dataset_repo_and_names_each_problem_with_its_f
                               "pick a repo id in one of them")
     hub.state.fail["whoami"] = [502]
     refused(_repo(), "the Hub answered 502 when checking the token; try again later")
+    hub.state.fail["whoami"] = [403]
+    refused(_repo(), "the Hub rejected the token (HTTP 401): set a valid HF_TOKEN or run `hf auth login`, "
+                     "then run the same command again")
     hub.state.tokens[TOKEN] = "read"
     refused(_repo(), "the token can only read: create one with write access (https://huggingface.co/settings/"
                      "tokens) and set HF_TOKEN, then run the same command again")
@@ -338,10 +384,18 @@ def test_push_output_dir_publishes_the_runs_split_and_the_card_says_how_it_was_m
                  "| synthesizer | [org/synth](https://huggingface.co/org/synth) |", "| max new tokens | 64 |",
                  "| hardware | CPU |", "```bash\nhf-instruct-synth synthesize user/raw --split test\n```",
                  "Columns: `text`, `instruction_response_pairs`, `synthesizer_output`, `augmented_texts`, "
-                 "`template_modes`.", '"text": "The 0th bridge spans the river."', "| rows | 7 |"]:
+                 "`template_modes`.", '"text": "The 0th bridge spans the river."', "| rows | 7 |",
+                 "| texts | 7 |", "| pairs | 7 |", "| texts without a pair | 0 |"]:  # ScriptedEngine: 1 pair a row
         assert line in card, line
     assert load_dataset(repo, split="test").to_list() == Dataset.from_parquet(
         [str(p) for p in sorted((out / "data").glob("*.parquet"))]).to_list()
+    rounds = tmp_path / "rounds"  # an M-shot run: rows are chains, texts and pairs are counted in their links
+    run_to_dir(ds.select(range(6)), InstructionSynthesizer(model="unused/name", engine=ScriptedEngine()), rounds,
+               shard_rows=4, progress=False, source="t6", rounds=2)
+    push_output_dir(rounds, repo, progress=False)  # the license: the one already on the card
+    card = stored.files["README.md"].decode()
+    assert "| rows | 7 | 3 | 10 |" in card and "| texts | 7 | 6 | 13 |" in card and "| pairs | 7 | 6 | 13 |" in card
+    assert "license: mit" in card
 
 
 def test_push_refuses_an_unfinished_or_damaged_run(hub, tmp_path):
