@@ -112,8 +112,10 @@ def make_handler(state: HubState):
                 return False
             code, headers = code if isinstance(code, tuple) else (code, {})
             self._body()
-            self._send(code, {"error": f"injected {kind} failure"},
-                       {"X-Error-Code": "Injected", "X-Error-Message": f"injected {kind} failure", **headers})
+            # the message echoes the request's credentials, as a misconfigured proxy may: the client
+            # must never print them
+            message = f"injected {kind} failure (request had {self.headers.get('authorization', 'no auth')})"
+            self._send(code, {"error": message}, {"X-Error-Code": "Injected", "X-Error-Message": message, **headers})
             return True
 
         # ------------------------------------------------------------ routes

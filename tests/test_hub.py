@@ -132,8 +132,8 @@ def _repo_with_card(card: bytes) -> str:
 def test_a_card_whose_yaml_does_not_parse_stops_the_push_before_any_upload(hub):
     repo, api = _repo_with_card(b"---\nlicense: [unclosed\n---\n\nOur card.\n"), HfApi()
     before, uploads = set(api.list_repo_files(repo, repo_type="dataset")), len(hub.state.uploads)
-    with pytest.raises(PushError, match=r"README.md of .* has a YAML header that does not parse \(line 1.*"
-                                        r"nothing was uploaded"):
+    with pytest.raises(PushError, match=rf"^the dataset card README.md of {repo} has a YAML header that does not "
+                                        r"parse \(line 1.*nothing was uploaded"):
         _push(_augmented(20), repo)
     assert set(api.list_repo_files(repo, repo_type="dataset")) == before and len(hub.state.uploads) == uploads
 
@@ -163,9 +163,10 @@ def test_5xx_and_429_are_retried_by_us(hub):
     ds = _augmented(40)
     hub.state.fail["commit"] = [429, 503]
     hub.state.fail["upload"] = [500]
+    hub.state.fail["create"] = [502]
     posts = sum(1 for m, p in hub.state.log if m == "POST" and "/commit/" in p)
     _push(ds, repo)
-    assert hub.state.fail["commit"] == [] and hub.state.fail["upload"] == []  # the failures happened
+    assert hub.state.fail["commit"] == [] and hub.state.fail["upload"] == [] == hub.state.fail["create"]  # they happened
     assert sum(1 for m, p in hub.state.log if m == "POST" and "/commit/" in p) == posts + 3
     assert load_dataset(repo)["train"].to_list() == ds.to_list()
 
@@ -183,9 +184,9 @@ def test_429_retry_after_is_honoured(hub, monkeypatch):
 def test_failed_push_resumes_without_sending_a_blob_twice(hub):
     repo, ds = _repo(), _augmented(80)
     hub.state.fail["commit"] = [500, 500]
-    with pytest.raises(PushError, match="Run the same push again") as err:
+    with pytest.raises(PushError, match=r" Run the same push again to resume it\.$") as err:
         _push(ds, repo, retries=1)
-    assert TOKEN not in str(err.value)
+    assert TOKEN not in str(err.value) and "(request had Bearer ***)" in str(err.value)  # the echo, redacted
     assert not any(p.startswith("data/") for p in hub.state.repos[repo].files)  # readers saw nothing
     uploaded = set(hub.state.uploads)
     before = len(hub.state.uploads)
@@ -352,10 +353,17 @@ def test_push_output_dir_uploads_the_run_shards_byte_for_byte(hub, tmp_path):
         assert files[f"data/{p.name}"] == p.read_bytes()
     manifest = json.loads(files["hf-instruct-synth/train/manifest.json"])
     assert manifest["complete"] and manifest["job"]["rows"] == 9
-    # a second push of the same run sends nothing and commits only the card
+    # a second push of the same run sends nothing and commits only the card, statistics and manifest
     before = len(hub.state.uploads)
     push_output_dir(out, repo, license="mit", progress=False)
     assert len(hub.state.uploads) == before
+    assert sorted(hub.state.commit_paths[-1]) == ["README.md", "hf-instruct-synth/train/manifest.json",
+                                                  "synthesis_stats.json"]
+    hub.state.fail["commit"] = [500] * 2  # a failure says how to resume this folder's push
+    with pytest.raises(PushError) as err:
+        push_output_dir(out, repo, license="mit", progress=False, retries=1, backoff_s=0.01)
+    assert str(err.value).endswith(f" Run `hf-instruct-synth push {out} {repo}` again to resume it.")
+    assert TOKEN not in str(err.value) and "***" in str(err.value)  # the Hub's echo of the token: redacted
 
 
 def test_push_output_dir_publishes_the_runs_split_and_the_card_says_how_it_was_made(hub, tmp_path):
