@@ -387,16 +387,21 @@ def _retry(fn, what: str, secret: str | None, retries: int, backoff_s: float, ag
     for attempt in range(retries + 1):
         try:
             return fn()
-        except HfHubHTTPError as err:
-            status = err.response.status_code if getattr(err, "response", None) is not None else None
+        except (HfHubHTTPError, RuntimeError) as err:
+            # huggingface_hub wraps a failed LFS upload in RuntimeError("Error while uploading …") from the HTTP error
+            http = err if isinstance(err, HfHubHTTPError) else err.__cause__
+            if not isinstance(http, HfHubHTTPError):
+                raise
+            detail = str(err) if http is err else f"{err} ({http})"
+            status = http.response.status_code if getattr(http, "response", None) is not None else None
             if status in RETRY_STATUS and attempt < retries:
                 wait = backoff_s * 2**attempt
-                retry_after = err.response.headers.get("Retry-After") if err.response is not None else None
+                retry_after = http.response.headers.get("Retry-After") if http.response is not None else None
                 if retry_after and retry_after.isdigit():
                     wait = max(wait, float(retry_after))
                 time.sleep(min(wait, 60.0))
                 continue
-            raise PushError(_redact(f"could not {what} on {status or 'the Hub'}: {err}.{again}", secret)) from None
+            raise PushError(_redact(f"could not {what} on {status or 'the Hub'}: {detail}.{again}", secret)) from None
         except (OSError, ConnectionError) as err:
             raise PushError(_redact(f"could not {what}: {type(err).__name__}: {err}.{again}", secret)) from None
 

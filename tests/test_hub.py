@@ -195,6 +195,29 @@ def test_failed_push_resumes_without_sending_a_blob_twice(hub):
     assert load_dataset(repo)["train"].to_list() == ds.to_list()
 
 
+def test_an_upload_that_keeps_failing_stops_the_push_with_the_fix_and_the_rerun_sends_only_the_rest(hub, monkeypatch):
+    """huggingface_hub gives up on a blob as ``RuntimeError("Error while uploading …")`` from the HTTP
+    error: we retry it as any 5xx, then stop with the resume hint (it once escaped as a traceback)."""
+    import time
+
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # huggingface_hub's own backoff and ours
+    repo, ds = _repo(), _augmented(60)
+    hub.state.fail["upload"] = [None] * 18 + [500] * 40  # absorbed by the retries: the push goes through
+    _push(ds, repo, max_shard_size=200, retries=3)
+    assert hub.state.fail["upload"] == [] and load_dataset(repo)["train"].to_list() == ds.to_list()
+    repo, ds = _repo(), _augmented(60)  # new rows: no blob of them is on the Hub yet
+    hub.state.fail["upload"] = [None] * 18 + [500] * 10_000  # from the 19th on, no blob goes up
+    with pytest.raises(PushError, match=r"(?s)^could not upload shards on 500: Error while uploading 'data/train-000\d\d"
+                                        r"\.parquet' to the Hub\. .* Run the same push again to resume it\.$"):
+        _push(ds, repo, max_shard_size=200, retries=1)
+    assert not any(p.startswith("data/") for p in hub.state.repos[repo].files)  # readers saw nothing
+    hub.state.fail["upload"] = []
+    before = list(hub.state.uploads)
+    _push(ds, repo, max_shard_size=200)
+    assert not set(hub.state.uploads[len(before):]) & set(before)  # what went up is not sent again
+    assert load_dataset(repo)["train"].to_list() == ds.to_list()
+
+
 def test_smaller_re_push_never_mixes_old_and_new_shards(hub):
     repo = _repo()
     big, small = _augmented(80, "old"), _augmented(10, "new")
@@ -534,6 +557,8 @@ def test_retry_gives_up_with_what_failed_the_status_and_no_token(monkeypatch):
     with pytest.raises(PushError, match=rf"^could not commit: ConnectionError: refused {TOKEN[:3]}\*\*\*\. Again\.$"):
         hub_module._retry(fn_raising(ConnectionError(f"refused {TOKEN[:3]}{TOKEN}")), "commit", TOKEN, retries=2,
                           backoff_s=1.0, again=" Again.")
+    with pytest.raises(RuntimeError, match="^a bug of ours$"):  # not an HTTP failure: never dressed up as one
+        hub_module._retry(fn_raising(RuntimeError("a bug of ours")), "commit", TOKEN, retries=2, backoff_s=1.0)
     assert hub_module._redact(f"a {TOKEN} b {TOKEN}", TOKEN) == "a *** b ***"
     assert hub_module._redact("nothing secret", None) == "nothing secret"
 
