@@ -328,14 +328,17 @@ def _check_card(card: str | None, repo_id: str) -> None:
     import yaml
     from huggingface_hub import DatasetCard
 
+    fix = "Fix it on the Hub (or remove the header) and push again; nothing was uploaded."
     try:
         DatasetCard(card, ignore_metadata_errors=True)
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" (line {where.line + 1} of its YAML header)" if where else ""
         raise PushError(f"the dataset card README.md of {repo_id} has a YAML header that does not parse{at}: "
-                        f"{getattr(e, 'problem', None) or e}. Fix it on the Hub (or remove the header) and push "
-                        "again; nothing was uploaded.") from None
+                        f"{getattr(e, 'problem', None) or e}. {fix}") from None
+    except ValueError as e:  # it parses, but to a list or a string: huggingface_hub wants ``key: value`` lines
+        raise PushError(f"the dataset card README.md of {repo_id} has a YAML header that is not a mapping of "
+                        f"`key: value` lines ({e}). {fix}") from None
 
 
 def _card_license(card: str | None) -> str | None:

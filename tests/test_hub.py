@@ -138,6 +138,17 @@ def test_a_card_whose_yaml_does_not_parse_stops_the_push_before_any_upload(hub):
     assert set(api.list_repo_files(repo, repo_type="dataset")) == before and len(hub.state.uploads) == uploads
 
 
+@pytest.mark.parametrize("header", [b"- a list\n- of items\n", b"just a sentence\n"])
+def test_a_card_whose_yaml_is_not_a_mapping_stops_the_push_before_any_upload(hub, header):
+    repo = _repo_with_card(b"---\n" + header + b"---\n\nOur card.\n")
+    uploads, commits = len(hub.state.uploads), len(hub.state.commit_paths)
+    with pytest.raises(PushError, match=rf"^the dataset card README.md of {repo} has a YAML header that is not a "
+                                        r"mapping of `key: value` lines \(.+\)\. Fix it on the Hub \(or remove the "
+                                        r"header\) and push again; nothing was uploaded\.$"):
+        _push(_augmented(20), repo)
+    assert len(hub.state.uploads) == uploads and len(hub.state.commit_paths) == commits
+
+
 def test_private_repo(hub):
     repo = _repo()
     _push(_augmented(5), repo, private=True)
