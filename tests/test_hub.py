@@ -166,7 +166,13 @@ def test_second_push_adds_a_split(hub):
     card = DatasetCard.load(repo, repo_type="dataset")
     assert [f["split"] for f in _card_yaml(card)["configs"][0]["data_files"]] == ["test", "train"]
     assert "| rows | 12 | 30 | 42 |" in card.text  # both splits' numbers, and the total
-    assert {s["name"] for s in _card_yaml(card)["dataset_info"]["splits"]} == {"train", "test"}
+    info = _card_yaml(card)["dataset_info"]
+    splits = {s["name"]: s for s in info["splits"]}
+    assert {k: v["num_examples"] for k, v in splits.items()} == {"train": 30, "test": 12}
+    files = hub.state.repos[repo].files
+    for name in ("train", "test"):  # each split's bytes: its own shards', the earlier split's kept as published
+        assert splits[name]["num_bytes"] == sum(len(b) for p, b in files.items() if p.startswith(f"data/{name}-"))
+    assert info["download_size"] == info["dataset_size"] == sum(v["num_bytes"] for v in splits.values())
 
 
 def test_5xx_and_429_are_retried_by_us(hub):
@@ -568,6 +574,10 @@ def test_retry_gives_up_with_what_failed_the_status_and_no_token(monkeypatch):
     with pytest.raises(PushError, match=rf"^could not commit: ConnectionError: refused {TOKEN[:3]}\*\*\*\. Again\.$"):
         hub_module._retry(fn_raising(ConnectionError(f"refused {TOKEN[:3]}{TOKEN}")), "commit", TOKEN, retries=2,
                           backoff_s=1.0, again=" Again.")
+    no_answer = _http_error(500)
+    no_answer.response = None  # an error without a response: said as "the Hub"
+    with pytest.raises(PushError, match=r"^could not commit on the Hub: 500 Client Error"):
+        hub_module._retry(fn_raising(no_answer), "commit", TOKEN, retries=2, backoff_s=1.0)
     with pytest.raises(RuntimeError, match="^a bug of ours$"):  # not an HTTP failure: never dressed up as one
         hub_module._retry(fn_raising(RuntimeError("a bug of ours")), "commit", TOKEN, retries=2, backoff_s=1.0)
     assert hub_module._redact(f"a {TOKEN} b {TOKEN}", TOKEN) == "a *** b ***"
