@@ -57,7 +57,7 @@ HUB.state.tokens[os.environ["HF_TOKEN"]] = "write"
 def hub():
     """The local Hub; failures a test injects never reach the next test."""
     yield HUB
-    HUB.state.fail = {"commit": [], "upload": [], "whoami": [], "create": []}
+    HUB.state.fail = {"commit": [], "upload": [], "whoami": [], "create": [], "list": []}
     HUB.state.tokens = {os.environ["HF_TOKEN"]: "write"}
     HUB.state.upload_delay_s = 0.0
 

@@ -41,7 +41,7 @@ class HubState:
         self.repos: dict[str, Repo] = {}
         self.objects: dict[str, bytes] = {}  # sha256 -> bytes uploaded through LFS
         self.log: list[tuple[str, str]] = []  # (method, path) of every request
-        self.fail: dict[str, list[int]] = {"commit": [], "upload": [], "whoami": [], "create": []}
+        self.fail: dict[str, list[int]] = {"commit": [], "upload": [], "whoami": [], "create": [], "list": []}
         self.model_repos: set[str] = set()  # created without type "dataset": no dataset endpoint finds them
         self.uploads: list[str] = []  # sha256 of every accepted PUT
         self.commit_paths: list[list[str]] = []  # paths added by each commit
@@ -147,6 +147,8 @@ def make_handler(state: HubState):
                 return
             m = re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path)
             if m:
+                if self._maybe_fail("list"):
+                    return None
                 repo = self._repo(m.group(1))
                 if repo is None:
                     return

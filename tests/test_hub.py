@@ -198,6 +198,22 @@ def test_429_retry_after_is_honoured(hub, monkeypatch):
     assert hub.state.fail["commit"] == [] and 7.0 in waits  # we waited as the Hub asked, then went on
 
 
+@pytest.mark.parametrize("kind, what", [("create", "create the repo"), ("list", "list the repo"),
+                                        ("commit", "commit")])
+def test_each_hub_call_of_a_push_says_what_failed_how_to_resume_and_never_the_token(hub, kind, what, monkeypatch):
+    import time
+
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # huggingface_hub retries GETs itself, with waits
+    repo = _repo()
+    hub.state.fail[kind] = [503] * 100
+    with pytest.raises(PushError, match=rf"(?s)^could not {what} on 503: .*\(request had Bearer \*\*\*\).* Run the "
+                                        r"same push again to resume it\.$") as err:
+        _push(_augmented(5), repo, retries=1)
+    assert TOKEN not in str(err.value)
+    if kind != "list":  # POSTs: only our retries, one as asked
+        assert len(hub.state.fail[kind]) == 98
+
+
 def test_failed_push_resumes_without_sending_a_blob_twice(hub):
     repo, ds = _repo(), _augmented(80)
     hub.state.fail["commit"] = [500, 500]
