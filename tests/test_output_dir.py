@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -57,7 +59,35 @@ def test_clean_run_is_a_dataset_in_input_order(tmp_path):
     assert stats["rows"] == 10 and stats["pairs"] == sum(len(scripted_pairs(t)) for t in TEXTS)
     assert outcome.shards_written == 4 and outcome.complete and outcome.total.rows == 10
     sidecar = json.loads((tmp_path / "o" / ".hf-instruct-synth" / "train-00001.json").read_text())
-    assert (sidecar["start"], sidecar["stop"], sidecar["rows"]) == (3, 6, 3) and len(sidecar["sha256"]) == 64
+    assert (sidecar["start"], sidecar["stop"], sidecar["rows"]) == (3, 6, 3)
+    assert sidecar["sha256"] == hashlib.sha256((tmp_path / "o" / "data" / "train-00001.parquet").read_bytes()).hexdigest()
+    assert sidecar["worker"] == 0 and sidecar["placement"] == {"device": None, "gpu": None, "rank": None}
+    assert sidecar["stats"]["rows"] == 3 and sidecar["file"] == "data/train-00001.parquet"
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"  # UTC, ISO 8601
+    assert re.fullmatch(stamp, manifest["started"]) and re.fullmatch(stamp, manifest["finished"])
+    assert manifest["started"] <= manifest["finished"] and manifest["about"]["hardware"] == "CPU"
+
+
+def test_a_new_folder_is_marked_unfinished_from_the_start(tmp_path):
+    """A kill before the first shard leaves a manifest that says the run is not complete (so it is never pushed)."""
+    from hf_instruct_synth.shards import ShardStore as Store
+
+    store = Store(tmp_path / "o", {"input": "x", "rows": 10}, about={"note": "kept"}).open()
+    try:
+        manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    finally:
+        store.close()
+    assert manifest["complete"] is False and manifest["shards"] == 0 and "finished" not in manifest
+    assert manifest["job"] == {"input": "x", "rows": 10} and manifest["about"] == {"note": "kept"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", manifest["started"]) and not store.resumed
+    again = Store(tmp_path / "o", {"input": "x", "rows": 10}, about={"note": "another"}).open()
+    try:  # the same job again: a resume, which keeps what the first run recorded
+        assert again.resumed and again.about == {"note": "kept"}
+    finally:
+        again.close()
+    assert Store(tmp_path / "p", {}, split="Test_2.v1").split == "Test_2.v1"
+    with pytest.raises(ValueError, match=r"^split names may hold letters, digits, '_' and '\.', got 'a-b'$"):
+        Store(tmp_path / "p", {}, split="a-b")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "swap", "delete_file", "garbage_sidecar", "foreign_sidecar",
@@ -92,7 +122,14 @@ def test_damaged_shards_are_named_and_regenerated(tmp_path, damage):
         side.write_text(json.dumps(side_data))
     outcome, lines = _run(out)
     assert outcome.shards_written == 1 and outcome.shards_before == 3
-    assert len(lines) == 1 and "shard 2 (data/train-00002.parquet)" in lines[0] and "generating it again" in lines[0]
+    reason = {"truncate": r"its file has 50 bytes, \d+ were written", "swap": r"its file has \d+ bytes, \d+ were written",
+              "delete_file": "its file is missing", "garbage_sidecar": r"its sidecar is unreadable \(JSONDecodeError\)",
+              "foreign_sidecar": "its sidecar belongs to another shard", "wrong_index": "its sidecar belongs to another shard",
+              "extra_bytes": r"its file has (\d+) bytes, \d+ were written",
+              "flip_byte": "its file's sha256 differs from the one written",  # only the checksum sees it
+              "wrong_range": r"it holds rows 0\.\.3, not those of shard 2", "wrong_rows": "its file holds 3 rows, 2 were written"}
+    assert len(lines) == 1 and re.fullmatch(rf"shard 2 \(data/train-00002\.parquet\): {reason[damage]}; generating it again",
+                                            lines[0]), lines
     _check_clean(out)
     assert {p.name: p.read_bytes() for p in (out / "data").glob("*.parquet")} == clean
 
