@@ -120,11 +120,20 @@ def push_output_dir(
         raise PushError(f"{out} holds an unfinished run: run its synthesize command again to finish it, then push")
     split = manifest["job"].get("split", "train")
     store = ShardStore(out, manifest["job"], split=split)
-    shards = store.finished()
-    bad = set(shards) - set(store.verify(repair=False))
-    if bad:
-        raise PushError(f"{out}: shards {sorted(bad)} are damaged ({'; '.join(store.repaired)}); run the synthesize "
-                        "command again to regenerate them, then push")
+    shards = store.verify(repair=False)  # the verified ones; every shard the manifest counts must be among them
+    expected = set(range(manifest.get("shards", 0)))
+    bad = sorted(expected - set(shards))
+    if bad:  # damaged (verify names why), or its sidecar is gone: never publish a run with a hole in it
+        named = {int(r.split()[1]) for r in store.repaired}
+        reasons = store.repaired + [f"shard {i}: its record {META_DIR}/{split}-{i:05d}.json is missing"
+                                    for i in bad if i not in named]
+        raise PushError(f"{out}: shards {bad} are damaged ({'; '.join(reasons)}); run the synthesize command again "
+                        "to regenerate them, then push")
+    rows = sum(info.rows for info in shards.values())
+    if set(shards) != expected or rows != manifest.get("rows"):
+        raise PushError(f"{out}: its shards {sorted(shards)} hold {rows} rows, but its manifest records "
+                        f"{len(expected)} shards and {manifest.get('rows')} rows; run the synthesize command with "
+                        "--overwrite to make it again, then push")
     about = manifest.get("about", {})
     source = about.get("source", {})
     files = {info.file: (out / info.file, info.sha256) for _, info in sorted(shards.items())}

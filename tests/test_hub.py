@@ -476,6 +476,27 @@ def test_push_refuses_an_unfinished_or_damaged_run(hub, tmp_path):
     with pytest.raises(PushError, match=r"shards \[1\] are damaged \(.+\); run the synthesize command again to "
                                         r"regenerate them, then push$"):
         push_output_dir(out, _repo(), license="mit", progress=False)
+    shard.unlink()
+    (out / ".hf-instruct-synth" / "train-00001.json").unlink()
+    # a lost or unreadable record: publishing the other shards would silently drop rows 3..5
+    with pytest.raises(PushError, match=r"shards \[1\] are damaged \(shard 1: its record "
+                                        r"\.hf-instruct-synth/train-00001\.json is missing\); run the synthesize"):
+        push_output_dir(out, _repo(), license="mit", progress=False)
+    (out / ".hf-instruct-synth" / "train-00001.json").write_text("{not json")
+    with pytest.raises(PushError, match=r"shards \[1\] are damaged \(shard 1 \(data/train-00001\.parquet\): its "
+                                        r"sidecar is unreadable \(JSONDecodeError\)\); run the synthesize"):
+        push_output_dir(out, _repo(), license="mit", progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "rows": 5}))
+    (out / ".hf-instruct-synth" / "train-00001.json").unlink()
+    repo = _repo()
+    synthesize_to_dir(ds, InstructionSynthesizer(model="unused/name", engine=ScriptedEngine()), out, shard_rows=3,
+                      progress=False, source="test")  # the run made whole again
+    (out / "manifest.json").write_text(json.dumps({**json.loads((out / "manifest.json").read_text()), "rows": 5}))
+    with pytest.raises(PushError, match=r"its shards \[0, 1\] hold 6 rows, but its manifest records 2 shards and 5 "
+                                        r"rows; run the synthesize command with --overwrite"):
+        push_output_dir(out, repo, license="mit", progress=False)
+    assert repo not in hub.state.repos or not any(p.startswith("data/") for p in hub.state.repos[repo].files)
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["complete"] = False
     (out / "manifest.json").write_text(json.dumps(manifest))
