@@ -651,6 +651,12 @@ def test_a_push_clears_only_scratch_folders_of_processes_that_are_gone(tmp_path,
     assert {p.name for p in base.iterdir()} == {mine.name} | set(folders) - {f"pid-{gone}-a"}
     assert all((f / "train-00000.parquet").exists() for n, f in folders.items() if n != f"pid-{gone}-a")
 
+    def not_ours(pid, sig):  # another user's live process: we may not signal it, and it is alive
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(hub_module.os, "kill", not_ours)
+    assert hub_module._alive(12345)
+
 
 def test_a_split_published_by_an_older_version_keeps_its_numbers_from_its_run_counters(hub):
     """Older versions published ``synthesis_stats.json`` as bare run counters per split (no data
