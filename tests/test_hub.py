@@ -422,7 +422,7 @@ def test_push_output_dir_uploads_the_run_shards_byte_for_byte(hub, tmp_path):
     assert TOKEN not in str(err.value) and "***" in str(err.value)  # the Hub's echo of the token: redacted
 
 
-def test_push_output_dir_publishes_the_runs_split_and_the_card_says_how_it_was_made(hub, tmp_path):
+def test_push_output_dir_publishes_the_runs_split_and_the_card_says_how_it_was_made(hub, tmp_path, monkeypatch):
     """What the run recorded (split, settings, source and its commit, hardware, command) reaches the
     card of a pushed folder; ``private`` reaches the repo."""
     from hf_instruct_synth import InstructionSynthesizer
@@ -437,7 +437,9 @@ def test_push_output_dir_publishes_the_runs_split_and_the_card_says_how_it_was_m
     run_to_dir(ds, InstructionSynthesizer(model="unused/name", engine=ScriptedEngine(), max_new_tokens=64), out,
                split="test", shard_rows=4, progress=False, source="t", about=about)
     repo = _repo()
+    monkeypatch.setenv("HF_TOKEN", "hf_stale_environment_token_000000000")  # the token passed in is the one used
     push_output_dir(out, repo, license="mit", progress=False, private=True, token=TOKEN)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
     stored = hub.state.repos[repo]
     assert stored.private
     assert sorted(stored.files) == ["README.md", "data/test-00000.parquet", "data/test-00001.parquet",
@@ -460,6 +462,10 @@ def test_push_output_dir_publishes_the_runs_split_and_the_card_says_how_it_was_m
     card = stored.files["README.md"].decode()
     assert "| rows | 7 | 3 | 10 |" in card and "| texts | 7 | 6 | 13 |" in card and "| pairs | 7 | 6 | 13 |" in card
     assert "license: mit" in card
+    unknown = _repo()  # no license given and none on the Hub: "other", and the card says to check the source
+    push_output_dir(rounds, unknown, progress=False)
+    card = hub.state.repos[unknown].files["README.md"].decode()
+    assert "license: other" in card and "the source data's license was not known" in card
 
 
 def test_push_refuses_an_unfinished_or_damaged_run(hub, tmp_path):
@@ -476,6 +482,8 @@ def test_push_refuses_an_unfinished_or_damaged_run(hub, tmp_path):
     with pytest.raises(PushError, match=r"shards \[1\] are damaged \(.+\); run the synthesize command again to "
                                         r"regenerate them, then push$"):
         push_output_dir(out, _repo(), license="mit", progress=False)
+    # a push only reads: nothing repaired, nothing removed (the rerun does that, under its lock)
+    assert shard.exists() and (out / ".hf-instruct-synth" / "train-00001.json").exists()
     shard.unlink()
     (out / ".hf-instruct-synth" / "train-00001.json").unlink()
     # a lost or unreadable record: publishing the other shards would silently drop rows 3..5
