@@ -316,12 +316,17 @@ def _dataset_info(first: Path | None, split: str, rows: int, nbytes: int, existi
         listed = info_old.get("splits") if isinstance(info_old, dict) else None  # hand-edited: may be anything
         for s in listed if isinstance(listed, list) else []:
             if isinstance(s, dict) and isinstance(s.get("name"), str) and s["name"] != split:
-                splits.add(SplitInfo(name=s["name"], num_examples=s.get("num_examples", 0),
-                                     num_bytes=s.get("num_bytes", 0)))
+                splits.add(SplitInfo(name=s["name"], num_examples=_count(s.get("num_examples")),
+                                     num_bytes=_count(s.get("num_bytes"))))
     splits.add(SplitInfo(name=split, num_examples=rows, num_bytes=nbytes))
     info.splits = splits
     info.download_size = info.dataset_size = sum(s.num_bytes for s in splits.values())
     return info._to_yaml_dict()
+
+
+def _count(value: Any) -> int:
+    """A count from a hand-edited card: a non-negative int, else 0 (``"12 MB"``, ``None``, ``true``...)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _data_from_run(run: dict) -> DataStats:

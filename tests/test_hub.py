@@ -688,3 +688,16 @@ def test_a_split_published_by_an_older_version_keeps_its_numbers_from_its_run_co
     assert f"| texts without a pair | 2 | {counts.count(0)} | {2 + counts.count(0)} |" in card
     assert f"| 0 | {2 + counts.count(0)} |" in card and f"| 2 | {10 + counts.count(2)} |" in card  # histogram
     assert "| generated tokens *(run)* | 77 |" in card
+
+
+def test_hand_edited_split_counts_that_are_not_numbers_count_as_zero(hub):
+    """Counts a maintainer typed by hand ("12 MB", none at all) never crash the push after its uploads."""
+    repo = _repo_with_card(b"---\ndataset_info:\n  splits:\n  - name: test\n    num_bytes: 12 MB\n"
+                           b"    num_examples: many\n  - name: dev\n    num_examples: 7\n  - 5\n  - name: 3\n---\n\nOurs.\n")
+    _push(_augmented(20), repo)
+    info = _card_yaml(DatasetCard.load(repo, repo_type="dataset"))["dataset_info"]
+    splits = {s["name"]: s for s in info["splits"]}
+    assert set(splits) == {"test", "dev", "train"}
+    assert (splits["test"].get("num_bytes", 0), splits["test"].get("num_examples", 0)) == (0, 0)
+    assert (splits["dev"].get("num_bytes", 0), splits["dev"]["num_examples"]) == (0, 7)
+    assert splits["train"]["num_examples"] == 20 and info["dataset_size"] == splits["train"]["num_bytes"] > 0
