@@ -42,8 +42,9 @@ else:
 # nested: multiprocessing's socket paths must stay short), once per process.
 _tmp = sys.modules[_ONE_PER_PROCESS]
 if getattr(_tmp, "tmp_pid", None) != os.getpid():
-    _tmp.system_tmp = getattr(_tmp, "system_tmp", None) or tempfile.gettempdir()
-    _tmp.tmp_pid, _tmp.tmp = os.getpid(), tempfile.mkdtemp(prefix=f"his-{os.getpid()}-", dir=_tmp.system_tmp)
+    # the first test process's temp root, kept for every process it starts (subprocesses, spawned workers)
+    _tmp.system_tmp = os.environ.setdefault("HF_INSTRUCT_SYNTH_TEST_TMP_ROOT", tempfile.gettempdir())
+    _tmp.tmp_pid, _tmp.tmp = os.getpid(), tempfile.mkdtemp(prefix=f"t{os.getpid()}-", dir=_tmp.system_tmp)
     atexit.register(lambda pid=os.getpid(), path=_tmp.tmp: os.getpid() == pid  # not in a forked child
                     and shutil.rmtree(path, ignore_errors=True))
 tempfile.tempdir = os.environ["TMPDIR"] = _tmp.tmp

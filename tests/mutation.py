@@ -56,10 +56,12 @@ def run(module: str, show: bool, only: list[str] | None = None) -> tuple[int, in
         (work / "pyproject.toml").write_text(pyproject)
         # mutmut forks each mutant's test run from a process that has run torch: with OpenMP's
         # thread pool alive the children crash (SIGSEGV); single-threaded, they do not
+        short_tmp = tempfile.mkdtemp(prefix="mut", dir="/tmp")  # multiprocessing's socket paths must stay short
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-               "TMPDIR": str(Path(tmp))}  # each mutant's temporary folder (conftest) goes with this one
+               "TMPDIR": short_tmp}  # each mutant's temporary folder (conftest) goes in this one
         ran = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "2", *(only or [])], cwd=work,
                              capture_output=True, text=True, env=env)
+        shutil.rmtree(short_tmp, ignore_errors=True)
         out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work,
                              capture_output=True, text=True).stdout
         status = {k: v for k, v in re.findall(r"^\s*(\S+): (\w+)", out, re.M)
