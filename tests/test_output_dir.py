@@ -268,6 +268,41 @@ def test_another_job_in_the_same_folder_is_refused(tmp_path):
         _run(out, shard_rows=4)
     with pytest.raises(OutputDirError, match="different input data"):
         _run(out, source="another-input")
+    with pytest.raises(OutputDirError, match=rf"^{re.escape(str(out))} holds a run with a different input data, "
+                                             r"shard size; re-run its own command to resume it, use another --output, "
+                                             r"or pass --overwrite to start over$"):
+        _run(out, source="another-input", shard_rows=4)  # every difference named, in words
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["job"]["templify_seed"]  # a record without a field this job has (an older version's)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(OutputDirError, match="holds a run with a different seed;"):
+        _run(out)
+
+
+def test_a_damaged_manifest_or_a_lost_sidecar_is_named(tmp_path):
+    from hf_instruct_synth.shards import ShardStore as Store
+
+    out = tmp_path / "o"
+    _run(out)
+    (out / ".hf-instruct-synth" / "train-00001.json").write_text("{not json")
+    store = Store(out, {})
+    assert sorted(store.finished()) == [0, 2, 3]  # an unreadable record hides only its own shard
+    good = json.loads((out / "manifest.json").read_text())
+    for bad in ("[]", '{"job": 3}', "{not json"):
+        (out / "manifest.json").write_text(bad)
+        with pytest.raises(OutputDirError, match=rf"^{re.escape(str(out / 'manifest.json'))} is damaged \(.+\); this "
+                                                 r"folder's run cannot be resumed: move it away or pick another "
+                                                 r"--output$"):
+            _run(out)
+    (out / "manifest.json").write_text(json.dumps(good))
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(7):
+        (many / f"notes-{i}.txt").write_text("mine")
+    with pytest.raises(OutputDirError, match=r"holds files and no manifest\.json of a run \(notes-0\.txt, notes-1\.txt, "
+                                             r"notes-2\.txt, notes-3\.txt, notes-4\.txt and 2 more\); pick an empty or "
+                                             r"new folder for --output \(--overwrite removes only a run's own files\)$"):
+        _run(many, overwrite=True)
 
 
 def test_shards_without_a_manifest_are_not_trusted(tmp_path):
