@@ -247,6 +247,11 @@ def test_current_folder_and_input_folder_are_refused(tmp_path, monkeypatch):
     (tmp_path / "in" / "corpus.jsonl").write_text('{"text": "a"}\n')
     with pytest.raises(OutputDirError, match="holds the input"):
         _run(tmp_path / "in", input_paths=(str(tmp_path / "in" / "corpus.jsonl"),))
+    _run(tmp_path / "beside", input_paths=(str(tmp_path / "in" / "corpus.jsonl"),))  # an input elsewhere: fine
+    _check_clean(tmp_path / "beside")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(OutputDirError, match=r"^--output .*a-file is a file, not a folder$"):
+        _run(tmp_path / "a-file")
 
 
 def test_a_second_writer_is_refused_naming_the_folder_and_process(tmp_path):
