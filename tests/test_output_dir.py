@@ -300,6 +300,10 @@ def test_a_damaged_manifest_or_a_lost_sidecar_is_named(tmp_path):
                                                  r"--output$"):
             _run(out)
     (out / "manifest.json").write_text(json.dumps(good))
+    assert Store(out, {}).todo(total_rows=10, shard_rows=3) == [(1, 3, 6)]  # only the unrecorded shard is to do
+    verified = Store(out, {}).verify(3, 10)
+    assert sorted(verified) == [0, 2, 3] and [verified[i].rows for i in (0, 2, 3)] == [3, 3, 1]
+    assert verified[2].file == "data/train-00002.parquet" and (verified[2].start, verified[2].stop) == (6, 9)
     many = tmp_path / "many"
     many.mkdir()
     for i in range(7):
