@@ -376,15 +376,16 @@ class ShardStore:
             else:
                 self.schema = table.schema
                 return table
-        if table.schema.equals(self.schema):
-            return table
+        if table.schema.equals(self.schema):  # equal types; the run's metadata, so every shard records the same
+            return table.replace_schema_metadata(self.schema.metadata)
         try:
             merged = pa.unify_schemas([self.schema, table.schema], promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             raise OutputDirError(f"this shard's columns do not fit the run's schema ({err}); every row of a column "
                                  "must hold one type") from None
-        merged = pa.schema([merged.field(f.name) for f in self.schema] +
-                           [f for f in merged if f.name not in self.schema.names], metadata=self.schema.metadata)
+        merged = _features_metadata(pa.schema([merged.field(f.name) for f in self.schema] +
+                                              [f for f in merged if f.name not in self.schema.names],
+                                              metadata=self.schema.metadata))
         if not merged.equals(self.schema):
             self._rewrite_finished(merged)
             self.schema = merged
@@ -429,6 +430,24 @@ class ShardStore:
     def shard_files(self) -> list[Path]:
         """The finished shards' files, in input order."""
         return [self.shard_path(i) for i in sorted(self.finished())]
+
+
+def _features_metadata(schema: Any) -> Any:
+    """``schema`` with the ``datasets`` features it records (``huggingface`` metadata) made to match its
+    Arrow types: a column first seen only as nulls is recorded as ``null`` by ``datasets``, and once a
+    later shard gives it a type, every shard must say that type (readers take the features from there)."""
+    meta = dict(schema.metadata or {})
+    if b"huggingface" not in meta:
+        return schema
+    from datasets import Features
+
+    try:
+        record = json.loads(meta[b"huggingface"])
+    except ValueError:
+        record = {}
+    record.setdefault("info", {})["features"] = Features.from_arrow_schema(schema.remove_metadata()).to_dict()
+    meta[b"huggingface"] = json.dumps(record).encode()
+    return schema.with_metadata(meta)
 
 
 def read_manifest(root: str | os.PathLike) -> dict:

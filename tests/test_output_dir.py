@@ -332,6 +332,8 @@ def test_streamed_shards_share_one_schema_when_early_rows_lack_a_value(tmp_path)
     run_to_dir(stream, _synth(), out, shard_rows=3, progress=False, source="stream", log=lambda _: None)
     schemas = {str(pq.read_schema(p).field("tag").type) for p in (out / "data").glob("*.parquet")}
     assert schemas == {"string"}
+    whole = {pq.read_schema(p).to_string(show_schema_metadata=True) for p in (out / "data").glob("*.parquet")}
+    assert len(whole) == 1 and pq.read_schema(out / "data" / "train-00000.parquet").metadata  # metadata kept too
     back = _rows(out)
     assert [r["tag"] for r in back] == [None] * 4 + [f"tag-{i}" for i in range(4, 10)]
     assert [r["text"] for r in back] == TEXTS
