@@ -436,3 +436,75 @@ def test_control_ids_come_from_the_tokenizer_and_from_its_vocabulary_when_it_nam
     tok.bos_token = None
     assert tok.bos_token_id is None and synth._control_id("<s>") == 1
     assert synth.encode_prompt("x")[0] == 1
+
+
+def test_the_output_features_name_the_pair_fields_of_the_wire_format():
+    from datasets import Features, List, Value
+
+    from hf_instruct_synth import synthesizer
+
+    pair = {"instruction": Value("string"), "response": Value("string")}
+    assert synthesizer.OUTPUT_FEATURES == Features({"instruction_response_pairs": List(pair),
+                                                    "synthesizer_output": Value("string")})
+    with pytest.raises(AttributeError, match="^NO_SUCH_NAME$"):
+        synthesizer.NO_SUCH_NAME  # noqa: B018
+
+
+def test_the_fingerprint_changes_with_the_tokenizer_and_each_output_deciding_setting(tiny_model_dir, tiny_tokenizer):
+    """datasets caches ``ds.map`` on the fingerprint: whatever changes the outputs must change it."""
+    import copy
+
+    other = copy.deepcopy(tiny_tokenizer)
+    other.add_tokens(["<extra-token>"])
+    base = InstructionSynthesizer(model=str(tiny_model_dir))
+    prints = {base.fingerprint(), InstructionSynthesizer(model=str(tiny_model_dir), tokenizer=tiny_tokenizer).fingerprint(),
+              InstructionSynthesizer(model=str(tiny_model_dir), tokenizer=other).fingerprint(),
+              InstructionSynthesizer(model=str(tiny_model_dir), max_new_tokens=8).fingerprint()}
+    assert len(prints) == 4
+    assert InstructionSynthesizer(model="org/m", revision="v1").fingerprint() != InstructionSynthesizer(
+        model="org/m", revision="v2").fingerprint()  # a Hub model's revision (a folder has none)
+    assert base.fingerprint() == InstructionSynthesizer(model=str(tiny_model_dir)).fingerprint()  # and stable
+
+
+def test_settings_name_the_model_as_the_card_shows_it(tiny_model_dir, tiny_model, monkeypatch):
+    from hf_instruct_synth import DEMO_MODEL, __version__
+    from hf_instruct_synth.loading import identity
+    from hf_instruct_synth.testing import ScriptedEngine
+
+    hub = InstructionSynthesizer(model="org/synth", revision="v1", max_new_tokens=300).settings()
+    assert hub == {"model": "org/synth", "model_revision": "v1", "decoding": "greedy", "max_new_tokens": 300,
+                   "max_model_len": 4096, "dedupe_questions": True, "on_overflow": "truncate", "on_invalid": "error",
+                   "speculative": "off", "engine": "auto", "hf_instruct_synth": __version__}
+    assert InstructionSynthesizer(model="org/synth").settings()["model_revision"] == "main"
+    pinned = InstructionSynthesizer(model="org/synth", revision="v1")
+    pinned.pin_revision("c" * 40)
+    assert pinned.settings()["model_revision"] == "c" * 40 and pinned.model_commit == "c" * 40
+    assert InstructionSynthesizer(model=DEMO_MODEL).settings()["model"] == (
+        "hf-instruct-synth demo synthesizer (a tiny demonstration model)")
+    local = InstructionSynthesizer(model=str(tiny_model_dir)).settings()["model"]
+    assert local == f"{tiny_model_dir.name} (local folder, digest {identity(str(tiny_model_dir))[4:]})"
+    assert str(tiny_model_dir.parent) not in local  # never the machine's path
+    tiny_model.name_or_path = "org/loaded"
+    assert InstructionSynthesizer(model=tiny_model).settings()["model"] == "org/loaded"
+    scripted = InstructionSynthesizer(model="unused", engine=ScriptedEngine())
+    assert scripted.settings()["engine"] == "scripted"
+
+
+def test_pinning_resolving_and_loading_by_rank(monkeypatch):
+    from hf_instruct_synth import loading
+    from hf_instruct_synth.testing import ScriptedEngine
+
+    asked = []
+    monkeypatch.setattr(loading, "resolve_commit", lambda model, rev: asked.append((model, rev)) or "d" * 40)
+    synth = InstructionSynthesizer(model="org/synth", revision="v1")
+    assert synth.resolve_commit() == "d" * 40 and asked == [("org/synth", "v1")]
+    synth.pin_revision(None)
+    assert synth.model_commit is None  # nothing to pin
+    synth.pin_revision("e" * 40)
+    assert synth.resolve_commit() == "e" * 40 and len(asked) == 1  # a resumed run's commit, not asked again
+    assert InstructionSynthesizer(model="org/synth", engine=ScriptedEngine()).resolve_commit() is None
+    loaded = InstructionSynthesizer(model="unused", engine=ScriptedEngine())
+    loaded.load(rank=2)
+    assert loaded.placement["rank"] == 2 and loaded.is_loaded
+    loaded.pin_revision("f" * 40)
+    assert loaded.model_commit is None  # too late: the model is loaded
