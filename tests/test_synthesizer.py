@@ -463,6 +463,29 @@ def test_the_fingerprint_changes_with_the_tokenizer_and_each_output_deciding_set
     assert len(prints) == 4
     assert InstructionSynthesizer(model="org/m", revision="v1").fingerprint() != InstructionSynthesizer(
         model="org/m", revision="v2").fingerprint()  # a Hub model's revision (a folder has none)
+    settings = [{}, {"text_column": "body"}, {"dtype": "bfloat16"}, {"attn_implementation": "eager"},
+                {"on_invalid": "skip"}, {"dedupe": False}, {"max_model_len": 2048}]
+    assert len({InstructionSynthesizer(model="org/m", **kw).fingerprint() for kw in settings}) == len(settings)
+    assert len(base.fingerprint()) == 32
+
+    class EngineA:
+        def generate(self, prompts, stats):
+            return [[] for _ in prompts]
+
+    class EngineB(EngineA):
+        pass
+
+    class Named(EngineA):
+        def __init__(self, name):
+            self.name_ = name
+
+        def fingerprint(self):
+            return self.name_
+
+    engines = [EngineA(), EngineB(), Named("x"), Named("y")]  # an engine's own fingerprint, else its class
+    assert len({InstructionSynthesizer(model="org/m", engine=e).fingerprint() for e in engines}) == 4
+    assert InstructionSynthesizer(model="org/m", engine=Named("x")).fingerprint() == InstructionSynthesizer(
+        model="org/m", engine=Named("x")).fingerprint()
     assert base.fingerprint() == InstructionSynthesizer(model=str(tiny_model_dir)).fingerprint()  # and stable
 
 
