@@ -354,8 +354,9 @@ def test_access_check_creates_the_dataset_repo_and_names_each_problem_with_its_f
     monkeypatch.setattr("hf_instruct_synth.hub.time.sleep", waits.append)
     assert check_push_access(with_retry) == "user" and with_retry in hub.state.repos  # creating is retried
     hub.state.fail["create"] = [503] * 6
-    with pytest.raises(PushError, match=r"^could not create the repo on 503: "):
+    with pytest.raises(PushError, match=r"^could not create the repo on 503: ") as err:
         check_push_access(_repo())
+    assert TOKEN not in str(err.value) and "(request had Bearer ***)" in str(err.value)  # the Hub's echo, redacted
     assert waits == [1.0, 1.0, 2.0, 4.0, 8.0, 16.0] and hub.state.fail["create"] == []  # 5 retries, doubling
 
     def refused(repo_id: str, message: str, **kw) -> None:
