@@ -531,3 +531,69 @@ def test_pinning_resolving_and_loading_by_rank(monkeypatch):
     assert loaded.placement["rank"] == 2 and loaded.is_loaded
     loaded.pin_revision("f" * 40)
     assert loaded.model_commit is None  # too late: the model is loaded
+
+
+class _Canned:
+    """An engine that writes, for each prompt, the output canned for its text."""
+
+    name = "canned"
+
+    def __init__(self, tokenizer, outputs: dict[str, str]):
+        self.tokenizer, self.outputs, self.prompts = tokenizer, outputs, []
+
+    def generate(self, prompts, stats):
+        self.prompts += prompts
+        out = []
+        for ids in prompts:
+            text = self.tokenizer.decode(ids).rsplit("<CON> ", 1)[-1].rsplit(" </CON>", 1)[0]
+            out.append(self.tokenizer(self.outputs[text], add_special_tokens=False)["input_ids"])
+        return out
+
+
+def test_duplicates_and_loops_are_dropped_per_row_and_counted_across_batches(tiny_tokenizer):
+    loop = " ".join(["of the river"] * 12)
+    outputs = {"A.": "<QUE> Who? <ANS> Ada </END><QUE> who? <ANS> Bob </END><QUE> Where? <ANS> Rome </END>",
+               "B.": f"<QUE> What? <ANS> {loop} </END><QUE> Why? <ANS> Because </END>",
+               "C.": f"<QUE> {loop}? <ANS> Yes </END><QUE> When? <ANS> 1900 </END>", "D.": "no items at all"}
+    synth = InstructionSynthesizer(model="unused", engine=_Canned(tiny_tokenizer, outputs))
+    first = synth({"text": ["A.", "B."]})
+    assert first["instruction_response_pairs"] == [
+        [{"instruction": "Who?", "response": "Ada"}, {"instruction": "Where?", "response": "Rome"}],
+        [{"instruction": "Why?", "response": "Because"}]]  # the second "who?" a duplicate; a looping answer dropped
+    second = synth({"text": ["C.", "D.", "A."]})
+    assert second["instruction_response_pairs"][:2] == [[{"instruction": "When?", "response": "1900"}], []]
+    s = synth.stats  # counted over both calls
+    assert (s.rows, s.pairs, s.rows_without_pairs, s.duplicate_questions, s.repetition_loops) == (5, 6, 1, 2, 2)
+    assert s.pairs_per_row == {"2": 2, "1": 2, "0": 1} and 0 < s.wall_time_s < 60
+    kept = InstructionSynthesizer(model="unused", engine=_Canned(tiny_tokenizer, outputs), dedupe=False)
+    assert len(kept({"text": ["A."]})["instruction_response_pairs"][0]) == 3 and kept.stats.duplicate_questions == 0
+    marked = InstructionSynthesizer(model="unused", engine=_Canned(tiny_tokenizer, {"x </s> y": "", "<s>": ""}))
+    marked({"text": ["x </s> y", "<s>"]})
+    marked({"text": ["<s>"]})
+    assert marked.stats.rows_with_markers == 3
+
+
+def test_the_batched_path_cuts_long_prompts_at_the_exact_token_and_names_dataset_rows(tiny_tokenizer):
+    """Uneven text (plain words, then characters of many tokens each): only the offsets find the longest
+    prefix that fits; a proportional cut falls short. A prompt that fits exactly is left alone."""
+    from hf_instruct_synth.testing import ScriptedEngine
+
+    uneven = " ".join(f"word{i}" for i in range(40)) + " " + "€ü" * 200
+    engine = _Canned(tiny_tokenizer, {})
+    engine.outputs = type("Any", (dict,), {"__missing__": lambda self, k: ""})()
+    synth = InstructionSynthesizer(model="unused", engine=engine, max_model_len=72, max_new_tokens=8)
+    synth({"text": [uneven, "short."]})
+    assert sorted(len(p) for p in engine.prompts)[-1] == 64 and synth.stats.rows_truncated == 1
+    exact = synth.encode_prompt("short.")
+    fits = InstructionSynthesizer(model="unused", engine=ScriptedEngine(tokenizer=tiny_tokenizer),
+                                  max_model_len=len(exact) + 8, max_new_tokens=8)
+    fits.load()
+    assert fits.fit_prompt("short.", "row 0") == exact and fits.stats.rows_truncated == 0  # exactly at the limit
+    with pytest.raises(ValueError, match=r"^row 11: the prompt has \d+ tokens, more than max_model_len - "
+                                         r"max_new_tokens = 64\. Raise max_model_len"):
+        InstructionSynthesizer(model="unused", engine=engine, max_model_len=72, max_new_tokens=8,
+                               on_overflow="error")({"text": ["short.", uneven]}, [10, 11])
+    tiny = InstructionSynthesizer(model="unused", engine=engine, max_model_len=12, max_new_tokens=8)
+    with pytest.raises(ValueError, match=r"^max_model_len - max_new_tokens = 4 tokens cannot hold even an empty "
+                                         r"prompt \(\d+ tokens\); raise max_model_len or lower max_new_tokens\.$"):
+        tiny({"text": ["some text here."]})
