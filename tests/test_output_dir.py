@@ -196,7 +196,10 @@ def test_files_inside_data_that_are_not_shards_are_foreign(tmp_path):
     assert outcome.shards_written == 0 and not list(out.rglob("*.tmp"))
 
 
-def test_a_resumed_stream_keeps_the_first_shards_schema(tmp_path):
+@pytest.mark.parametrize("lost", ["train-00003.parquet", "train-00000.parquet"])
+def test_a_resumed_stream_keeps_the_first_shards_schema(tmp_path, lost):
+    """Resumed with a shard to write again (the last, or the first, whose tags are all null): it
+    takes the run's schema from the shards already there, not from its own rows."""
     def rows():
         for i, t in enumerate(TEXTS):
             yield {"text": t, "tag": None if i < 4 else f"tag-{i}"}
@@ -205,7 +208,7 @@ def test_a_resumed_stream_keeps_the_first_shards_schema(tmp_path):
     run = lambda: run_to_dir(IterableDataset.from_generator(rows), _synth(), out, shard_rows=3,  # noqa: E731
                              progress=False, source="stream", log=lambda _: None)
     run()
-    last = out / "data" / "train-00003.parquet"
+    last = out / "data" / lost
     last.unlink()
     outcome = run()
     assert outcome.shards_written == 1
@@ -333,7 +336,10 @@ def test_streamed_shards_share_one_schema_when_early_rows_lack_a_value(tmp_path)
     schemas = {str(pq.read_schema(p).field("tag").type) for p in (out / "data").glob("*.parquet")}
     assert schemas == {"string"}
     whole = {pq.read_schema(p).to_string(show_schema_metadata=True) for p in (out / "data").glob("*.parquet")}
-    assert len(whole) == 1 and pq.read_schema(out / "data" / "train-00000.parquet").metadata  # metadata kept too
+    assert len(whole) == 1  # metadata too: every shard records the same datasets features ...
+    for p in (out / "data").glob("*.parquet"):  # ... and they match the Arrow types
+        recorded = json.loads(pq.read_schema(p).metadata[b"huggingface"])["info"]["features"]
+        assert recorded["tag"] == {"dtype": "string", "_type": "Value"} and recorded["text"]["dtype"] == "string"
     back = _rows(out)
     assert [r["tag"] for r in back] == [None] * 4 + [f"tag-{i}" for i in range(4, 10)]
     assert [r["text"] for r in back] == TEXTS
