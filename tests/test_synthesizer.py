@@ -597,3 +597,22 @@ def test_the_batched_path_cuts_long_prompts_at_the_exact_token_and_names_dataset
     with pytest.raises(ValueError, match=r"^max_model_len - max_new_tokens = 4 tokens cannot hold even an empty "
                                          r"prompt \(\d+ tokens\); raise max_model_len or lower max_new_tokens\.$"):
         tiny({"text": ["some text here."]})
+
+
+def test_forced_placement_and_the_models_own_stop_ids_reach_the_engine(tiny_model, tiny_tokenizer, tiny_model_dir):
+    """dtype/attention/device given by the user win over the defaults; a model whose generation config
+    lists more stop ids than the tokenizer's EOS (as instruction-tuned checkpoints do) stops on them all."""
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    model.generation_config.eos_token_id = [tiny_tokenizer.eos_token_id, 7]
+    synth = InstructionSynthesizer(model=model, tokenizer=tiny_tokenizer, engine="native", device="cpu",
+                                   dtype="bfloat16", attn_implementation="eager", max_new_tokens=4)
+    synth.load()
+    assert synth._loaded["engine"].eos == {tiny_tokenizer.eos_token_id, 7}
+    by_name = InstructionSynthesizer(model=str(tiny_model_dir), engine="native", device="cpu", dtype="bfloat16",
+                                     attn_implementation="eager", max_new_tokens=4)
+    by_name.load()
+    assert by_name.placement == {"rank": None, "gpu": None, "device": "cpu", "attn_implementation": "eager",
+                                 "dtype": "bfloat16"}
+    assert by_name._loaded["model"].dtype == torch.bfloat16  # loaded as asked
