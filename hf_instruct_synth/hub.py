@@ -124,9 +124,8 @@ def push_output_dir(
     expected = set(range(manifest.get("shards", 0)))
     bad = sorted(expected - set(shards))
     if bad:  # damaged (verify names why), or its sidecar is gone: never publish a run with a hole in it
-        named = {int(r.split()[1]) for r in store.repaired}
-        reasons = store.repaired + [f"shard {i}: its record {META_DIR}/{split}-{i:05d}.json is missing"
-                                    for i in bad if i not in named]
+        reasons = store.repaired + [f"shard {i}: its record {store.sidecar_path(i).relative_to(out)} is missing"
+                                    for i in bad if not store.sidecar_path(i).exists()]
         raise PushError(f"{out}: shards {bad} are damaged ({'; '.join(reasons)}); run the synthesize command again "
                         "to regenerate them, then push")
     rows = sum(info.rows for info in shards.values())
