@@ -467,6 +467,7 @@ def test_push_output_dir_publishes_the_runs_split_and_the_card_says_how_it_was_m
     push_output_dir(rounds, unknown, progress=False)
     card = hub.state.repos[unknown].files["README.md"].decode()
     assert "license: other" in card and "the source data's license was not known" in card
+    assert not hub.state.repos[unknown].private  # public unless asked
 
 
 def test_push_refuses_an_unfinished_or_damaged_run(hub, tmp_path):
@@ -688,7 +689,7 @@ def test_a_split_published_by_an_older_version_keeps_its_numbers_from_its_run_co
     counts = [len(p) for p in ds["instruction_response_pairs"]]
     assert f"| texts without a pair | 2 | {counts.count(0)} | {2 + counts.count(0)} |" in card
     assert f"| 0 | {2 + counts.count(0)} |" in card and f"| 2 | {10 + counts.count(2)} |" in card  # histogram
-    assert "| generated tokens *(run)* | 77 |" in card
+    assert "| generated tokens *(run)* | 77 |" in card and "| texts | 12 | 30 | 42 |" in card
 
 
 def test_hand_edited_split_counts_that_are_not_numbers_count_as_zero(hub):
@@ -702,3 +703,12 @@ def test_hand_edited_split_counts_that_are_not_numbers_count_as_zero(hub):
     assert (splits["test"].get("num_bytes", 0), splits["test"].get("num_examples", 0)) == (0, 0)
     assert (splits["dev"].get("num_bytes", 0), splits["dev"]["num_examples"]) == (0, 7)
     assert splits["train"]["num_examples"] == 20 and info["dataset_size"] == splits["train"]["num_bytes"] > 0
+
+
+def test_the_license_is_read_from_a_card_in_either_yaml_form():
+    from hf_instruct_synth.hub import _card_license
+
+    assert _card_license("---\nlicense: mit\n---\n\nx\n") == "mit"
+    assert _card_license("---\nlicense:\n- apache-2.0\n- mit\n---\n\nx\n") == "apache-2.0"  # the first listed
+    assert _card_license("---\nlicense: []\n---\n\nx\n") is None
+    assert _card_license("---\npretty_name: x\n---\n\nx\n") is None and _card_license(None) is None
