@@ -271,6 +271,10 @@ def test_more_files_than_one_commit_holds_go_in_groups_with_the_card_last(hub, c
     assert len(new) > 2 and "README.md" in new[-1] and all("README.md" not in c for c in new[:-1])
     assert "readers may see" in capsys.readouterr().err
     assert load_dataset(repo)["train"].to_list() == ds.to_list()
+    files = len([p for p in hub.state.repos[repo].files if p.startswith("data/")]) + 2  # + statistics and card
+    exact, commits = _repo(), len(hub.state.commit_paths)
+    _push(ds, exact, max_files_per_commit=files)  # exactly as many files as one commit holds: one commit
+    assert len(hub.state.commit_paths) == commits + 1 and "readers may see" not in capsys.readouterr().err
 
 
 def test_counts_come_from_the_data_after_num_proc(hub, tiny_model_dir):
