@@ -372,7 +372,7 @@ class InstructionSynthesizer:
         return ids
 
     def _control_id(self, token: str) -> int:
-        tok = self._loaded["tokenizer"]  # type: ignore[index]
+        tok = self._load()["tokenizer"]
         known = {BOS: tok.bos_token_id, EOS: tok.eos_token_id}.get(token)
         return known if known is not None else tok.convert_tokens_to_ids(token)
 
@@ -386,7 +386,7 @@ class InstructionSynthesizer:
         special tokens split, so a ``</s>``, ``<pad>`` or ``<s>`` inside a text stays plain
         characters and never becomes a control token.
         """
-        tok = self._loaded["tokenizer"]  # type: ignore[index]
+        tok = self._load()["tokenizer"]
         fast = getattr(tok, "is_fast", False)
         bos = self._control_id(BOS)
         rests = [p[len(BOS):] if p.startswith(BOS) else p for p in prompts]
@@ -459,6 +459,7 @@ class InstructionSynthesizer:
             self.placement.update(device=device, attn_implementation=attn, dtype=dtype)
             model, tokenizer = load_model_and_tokenizer(self.model, self.tokenizer, revision=revision,
                                                         device=device, dtype=dtype, attn_implementation=attn)
+            self.placement["dtype"] = str(model.dtype).removeprefix("torch.")  # a model object keeps its own
             eos = eos_token_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
         engine = build_engine(engine_name, model=model, model_id=self.model, revision=revision,
                               tokenizer_id=self.tokenizer if isinstance(self.tokenizer, str) else None,

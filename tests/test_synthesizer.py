@@ -587,7 +587,6 @@ def test_the_batched_path_cuts_long_prompts_at_the_exact_token_and_names_dataset
     exact = synth.encode_prompt("short.")
     fits = InstructionSynthesizer(model="unused", engine=ScriptedEngine(tokenizer=tiny_tokenizer),
                                   max_model_len=len(exact) + 8, max_new_tokens=8)
-    fits.load()
     assert fits.fit_prompt("short.", "row 0") == exact and fits.stats.rows_truncated == 0  # exactly at the limit
     with pytest.raises(ValueError, match=r"^row 11: the prompt has \d+ tokens, more than max_model_len - "
                                          r"max_new_tokens = 64\. Raise max_model_len"):
@@ -610,6 +609,7 @@ def test_forced_placement_and_the_models_own_stop_ids_reach_the_engine(tiny_mode
                                    dtype="bfloat16", attn_implementation="eager", max_new_tokens=4)
     synth.load()
     assert synth._loaded["engine"].eos == {tiny_tokenizer.eos_token_id, 7}
+    assert synth.placement["dtype"] == "float32"  # a model object runs as its caller built it, and says so
     by_name = InstructionSynthesizer(model=str(tiny_model_dir), engine="native", device="cpu", dtype="bfloat16",
                                      attn_implementation="eager", max_new_tokens=4)
     by_name.load()
