@@ -456,10 +456,11 @@ class InstructionSynthesizer:
         else:
             device, dtype, attn = resolve_placement(self.device, self.dtype, self.attn_implementation,
                                                     0 if pinned is not None else rank)
-            self.placement.update(device=device, attn_implementation=attn, dtype=dtype)
             model, tokenizer = load_model_and_tokenizer(self.model, self.tokenizer, revision=revision,
                                                         device=device, dtype=dtype, attn_implementation=attn)
-            self.placement["dtype"] = str(model.dtype).removeprefix("torch.")  # a model object keeps its own
+            # the dtype it runs in: a model object passed in keeps the one its caller built it with
+            self.placement.update(device=device, attn_implementation=attn,
+                                  dtype=str(model.dtype).removeprefix("torch."))
             eos = eos_token_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
         engine = build_engine(engine_name, model=model, model_id=self.model, revision=revision,
                               tokenizer_id=self.tokenizer if isinstance(self.tokenizer, str) else None,

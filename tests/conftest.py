@@ -43,8 +43,8 @@ else:
 _tmp = sys.modules[_ONE_PER_PROCESS]
 if getattr(_tmp, "tmp_pid", None) != os.getpid():
     # the first test process's temp root, kept for every process it starts (subprocesses, spawned workers)
-    _tmp.system_tmp = os.environ.setdefault("HF_INSTRUCT_SYNTH_TEST_TMP_ROOT", tempfile.gettempdir())
-    _tmp.tmp_pid, _tmp.tmp = os.getpid(), tempfile.mkdtemp(prefix=f"t{os.getpid()}-", dir=_tmp.system_tmp)
+    root = os.environ.setdefault("HF_INSTRUCT_SYNTH_TEST_TMP_ROOT", tempfile.gettempdir())
+    _tmp.tmp_pid, _tmp.tmp = os.getpid(), tempfile.mkdtemp(prefix=f"t{os.getpid()}-", dir=root)
     atexit.register(lambda pid=os.getpid(), path=_tmp.tmp: os.getpid() == pid  # not in a forked child
                     and shutil.rmtree(path, ignore_errors=True))
 tempfile.tempdir = os.environ["TMPDIR"] = _tmp.tmp
@@ -58,7 +58,7 @@ HUB.state.tokens[os.environ["HF_TOKEN"]] = "write"
 def hub():
     """The local Hub; failures a test injects never reach the next test."""
     yield HUB
-    HUB.state.fail = {"commit": [], "upload": [], "whoami": [], "create": [], "list": []}
+    HUB.state.fail = {kind: [] for kind in HUB.state.fail}
     HUB.state.tokens = {os.environ["HF_TOKEN"]: "write"}
     HUB.state.upload_delay_s = 0.0
 
