@@ -39,8 +39,11 @@ def make_tokenizer(texts: Iterable[str], vocab_size: int = 512):
 
 def make_mistral(tokenizer, *, hidden_size: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
                  intermediate_size: int | None = None, max_position_embeddings: int = 2048, seed: int = 0,
-                 initializer_range: float = 0.02):
+                 initializer_range: float = 0.02, tie_word_embeddings: bool = False):
     """A randomly initialised ``MistralForCausalLM`` sized for ``tokenizer``.
+
+    ``tie_word_embeddings`` shares the input embedding with the output head: copy (induction)
+    heads then form several times sooner, since copying a token is its own embedding's logit.
 
     Example:
         >>> model = make_mistral(make_tokenizer(["a b c"] * 5, vocab_size=270))
@@ -56,6 +59,6 @@ def make_mistral(tokenizer, *, hidden_size: int = 64, layers: int = 2, heads: in
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
         head_dim=hidden_size // heads, max_position_embeddings=max_position_embeddings, sliding_window=None,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, initializer_range=initializer_range,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=tie_word_embeddings, initializer_range=initializer_range,
     )
     return MistralForCausalLM(config).eval()
