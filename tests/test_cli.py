@@ -54,25 +54,6 @@ def test_readme_run_command_works_offline(tmp_path):
     assert stats["rows"] == 12 and stats["pairs"] == sum(len(r["instruction_response_pairs"]) for r in rows)
 
 
-def test_demo_training_data_answers_are_spans_of_their_context():
-    """What the demo model is taught: every answer, and every quoted clause, is copied from
-    the context (so a model that learned the data copies rather than invents)."""
-    import random
-
-    from hf_instruct_synth.demo.train import SEED, _norm, clauses, make_example
-
-    rng = random.Random(SEED)
-    for _ in range(500):
-        text, pairs = make_example(rng)
-        assert pairs, text
-        for pair in pairs:
-            assert _norm(pair["response"]) in _norm(text), (pair, text)
-            if '"' in pair["instruction"]:
-                assert pair["instruction"].split('"')[1].removesuffix(" ...") in text, (pair, text)
-    assert clauses("Call me Ishmael. Some years ago, never mind how long; H.M. left.") == [
-        "Call me Ishmael", "Some years ago", "never mind how long", "H.M. left"]
-
-
 EXAMPLES_ROWS_WITH_PAIRS = EXAMPLES_ANSWERS_IN_CONTEXT = 0.8  # issue 3's bar
 
 
@@ -83,18 +64,18 @@ def test_demo_on_the_example_paragraphs():
 
     result = evaluate(DEMO_MODEL, example_texts())
     assert result["rows_with_pairs"] >= EXAMPLES_ROWS_WITH_PAIRS, result
-    assert result["answers_in_context"] >= EXAMPLES_ANSWERS_IN_CONTEXT, result
+    assert result["exact_spans"] >= EXAMPLES_ANSWERS_IN_CONTEXT, result
 
 
 def test_demo_on_held_out_generated_contexts():
     import random
 
-    from hf_instruct_synth.demo.train import SEED, evaluate, make_example
+    from hf_instruct_synth.demo.train import SEED, evaluate, make_text
 
     rng = random.Random(SEED + 1)  # the held-out seed; training used SEED
-    result = evaluate(DEMO_MODEL, [make_example(rng)[0] for _ in range(60)])
-    assert result["rows_with_pairs"] >= 0.8, result
-    assert result["answers_in_context"] >= 0.8, result
+    result = evaluate(DEMO_MODEL, [make_text(rng) for _ in range(40)])
+    assert result["rows_with_pairs"] >= 0.9, result
+    assert result["exact_spans"] >= 0.8, result
     assert result["pairs_per_row"] >= 1.5, result
 
 

@@ -1,16 +1,27 @@
 """Train the bundled demo synthesizer: a tiny Mistral that writes ``<QUE> … <ANS> … </END>`` items.
 
 It is a demonstration and test model, not the published 7B synthesizer: it learns, on CPU
-in minutes, to read ``<s> <CON> text </CON>\\n\\n`` and write well-formed items whose
-answers are spans copied from the context, then ``</s>``. Training has two phases: first
-pure copying (random token sequences repeated), where induction (copy) heads form within a
-few hundred steps; then synthesizer examples generated here from a fixed seed, with a
-quarter of each batch still copying. The examples: short encyclopaedic contexts stating
-invented facts, with a question about each fact in order, and prose (common words mixed with
-invented words, names and numbers) walked clause by clause ("What comes after "<clause>" in
-the text?" answered by the next clause), which carries over to any real prose.
+within an hour, to read ``<s> <CON> text </CON>\\n\\n`` for any kind of text (prose,
+documentation with code, markdown, HTML, tables) and write well-formed items whose question
+quotes the text exactly and whose answer is the span that follows the quote, then ``</s>``.
 
-Reproduce the committed weights (about 17 minutes on 2 CPU cores)::
+What makes a model this small read any text:
+
+* **Items are built from the context's own tokens.** The quote and the answer are copied
+  token for token from the prompt (never re-tokenized: a word after ``"`` tokenizes otherwise
+  than the same word after a space), so writing them is pure copying, which induction heads
+  do for any token, markup and code included.
+* **The walk**: the text is cut into units that end at punctuation (``, |`` always, ``. ! ?
+  ; :`` before a space) or a line end, short units joined, long ones cut at a word start;
+  item k quotes unit 2k and is answered by unit 2k+1 (with the whitespace between), so every
+  copy starts where the last one stopped, behind a fixed template. At most three items.
+* **Contexts of every kind** (:mod:`.kinds`): real standard-library docstrings and code,
+  cast into prose, docs, markdown, HTML and tables; none of the held-out sources is read.
+* Two phases: pure copying first (short random sequences, then ever longer ones and real
+  text), where copy heads form, then items, with a share of copying kept and a tenth of
+  prompts carrying an M-shot history (earlier links, as ``--rounds`` feeds them back).
+
+Reproduce the committed weights (about 40 minutes on 2 CPU cores, bf16 autocast)::
 
     python -m hf_instruct_synth.demo.train --out hf_instruct_synth/demo
 
@@ -23,6 +34,7 @@ sets of real text of every kind (``eval/``, per-kind table)::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import random
@@ -30,166 +42,133 @@ import re
 import time
 from pathlib import Path
 
-from ..format import build_prompt, format_pairs
+from ..format import build_prompt, cook_training_text, parse_pairs
+from .kinds import Pieces, make_context
 from .tiny import SPECIAL_TOKENS
 
 SEED = 1234
-SYLLABLES = ("ka ri mo ta le ven sor dan mi lo ber tha gal ed win ros ana fel cor ul pri nes "
-             "val dor ly an is el mar gun hil da jo tor bri sta qua zen hol wyn ar").split()
-JOBS = ("painter sailor physician astronomer carpenter lawyer teacher merchant engineer poet "
-        "architect botanist printer baker soldier chemist surveyor weaver judge composer").split()
-MATERIALS = "stone oak marble brick iron granite timber glass copper limestone".split()
-THINGS = "cathedral,bridge,town hall,lighthouse,library,harbour wall,market hall,tower".split(",")
-TOPICS = ("birds,rivers,the stars,old maps,glaciers,medicine,ancient coins,music,the sea,farming,"
-          "volcanoes,trade routes,insects,clocks").split(",")
-FIELDS = "botany music law medicine history painting astronomy chemistry".split()
-WORDS = ("the a of and in to was is it that for with as on by at from his her their which "
-         "old new great small long river hill road house king church people city water land year "
-         "time day night light early late north south east west first last many few other same "
-         "good high low open wide deep quiet strong bright dark cold warm green white black red").split()
+VOCAB_SIZE = 2048
+MAX_ITEMS = 3
+MIN_UNIT = 4  # tokens (not counting whitespace) a unit needs, else it joins the next
+MAX_UNIT = 12  # tokens a unit may have before it is cut at a word start
+MAX_COPY = 320  # tokens of the longest copied sequence
+#: (before the quote, after it): fixed token sequences, so resuming a copy is a fixed-offset look back
+TEMPLATES = (('What comes after "', '" in the text?'), ('Continue the text: "', ' ..."'))
 
 
-COMMON = ("about after again air all also always animal another answer any are around ask away back be "
-          "because been before began began below between big boat book both boy bring build but call came can "
-          "carry change children city close cold come could country course cross cut dark day did different do "
-          "does door down draw during each early earth end enough even every eye face family far father few field "
-          "find fire first fish follow food foot for form found friend from full gave girl give go good got great "
-          "green ground group grow had half hand hard has have head hear heard help her here high hill him his "
-          "hold home horse house how idea important island just keep kind king knew know land large last later "
-          "learn leave left let letter life light like line little live long look made make man many map mark may "
-          "mean men might mile mind more morning most mother mountain move much music must name near need never "
-          "new next night north nothing now number ocean off often old once only open order other our out over "
-          "own page paper part pass people picture place plant play point port present put question quick quiet "
-          "rain ran read ready real red remember rest right river road rock room round run said same saw say school "
-          "sea second see seem sentence set she ship short should show side simple since sing small snow so some "
-          "song soon sound south speak stand star start state still stone stood story street strong study such sun "
-          "sure table take talk tell than that their them then there these they thing think this those thought "
-          "three through time today together told too took top toward town tree true try turn under until upon us "
-          "use very voice walk want warm was watch water way weather well went were west what when where which "
-          "while white whole why wide wind window winter with without wood word work world would write year young").split()
+@functools.cache
+def pieces() -> Pieces:
+    """The standard library's texts, read once per process."""
+    return Pieces.from_stdlib()
 
 
-def _name(rng: random.Random, parts: int = 2) -> str:
-    return "".join(rng.choice(SYLLABLES) for _ in range(parts)).capitalize()
+def make_text(rng: random.Random) -> str:
+    """One training context, of a kind drawn by :data:`kinds.KIND_WEIGHTS`."""
+    return make_context(rng, pieces())
 
 
-def _person(rng: random.Random) -> str:
-    return f"{_name(rng, rng.randint(2, 3))} {_name(rng, rng.randint(2, 3))}"
+def units(strs: list[str]) -> list[tuple[int, int, int]]:
+    """The walk's units of a context given as its tokens' strings: ``(start, core_end, end)``,
+    the unit's own tokens ``[start, core_end)`` and the whitespace after it ``[core_end, end)``.
 
+    A unit ends after a token ending in ``,`` or ``|``, or in ``. ! ? ; :`` before a token that
+    starts with whitespace, or before a line break. Units under :data:`MIN_UNIT` tokens join the
+    next (the last one, the one before); units over :data:`MAX_UNIT` are cut at a word start,
+    leaving no piece under :data:`MIN_UNIT`. Units cover the text after its leading whitespace
+    without gaps.
 
-def _place(rng: random.Random) -> str:
-    return _name(rng, 2) + rng.choice(["ford", "ton", "burg", "field", "mouth", "wick", "by", "dale", ""])
-
-
-def _prose_sentence(rng: random.Random) -> str:
-    words = [rng.choice(WORDS) if rng.random() < 0.7 else _name(rng, rng.randint(1, 2)).lower()
-             for _ in range(rng.randint(6, 14))]
-    return " ".join(words).capitalize() + "."
-
-
-def _word(rng: random.Random) -> str:
-    """A prose word: mostly common English, else an invented word, name, number or compound
-    (so copying, not memory, is what answers questions about words never seen in training)."""
-    r = rng.random()
-    if r < 0.70:
-        return rng.choice(COMMON)
-    if r < 0.84:
-        return _name(rng, rng.randint(1, 4)).lower()
-    if r < 0.93:
-        return _name(rng, rng.randint(1, 3)) + ("'s" if rng.random() < 0.15 else "")
-    if r < 0.97:
-        return str(rng.randint(1, 2000))
-    return f"{rng.choice(COMMON)}-{rng.choice(COMMON)}"
-
-
-def _prose(rng: random.Random) -> str:
-    words = []
-    for i in range(rng.randint(4, 24)):
-        words.append(_word(rng) + (rng.choice([",", ",", ",", ";", ":"]) if rng.random() < 0.15 and i > 1 else ""))
-    return re.sub(r"[,;:]$", "", " ".join(words)).capitalize() + rng.choice([".", ".", ".", "!", "?"])
-
-
-def clauses(text: str) -> list[str]:
-    """The text cut at punctuation (, ; : . ! ?), each clause without its closing mark; a clause
-    under two words keeps its mark and joins the next, so every clause is a span of the text."""
-    out, carry = [], ""
-    for piece in re.findall(r"[^,;:.!?]+[,;:.!?]*", text):
-        raw = (carry + piece) if carry else piece.strip()
-        clause = re.sub(r"[,;:.!?]+$", "", raw).strip()
-        if len(clause.split()) < 2:
-            carry = raw
-            continue
-        out.append(clause)
-        carry = ""
+    Example:
+        >>> units([" Hi", ",", " you", " there", ",", " all", " of", " us", ".", "\\n", "Ok", " then", " we", " go"])
+        [(0, 5, 5), (5, 9, 10), (10, 14, 14)]
+        >>> units([" Hi", ",", " you", " there", ",", " all", " of", " us", ".", "\\n", "Ok"])
+        [(0, 5, 5), (5, 11, 11)]
+    """
+    n = len(strs)
+    ws = [not s.strip() for s in strs]
+    i = 0
+    while i < n and ws[i]:
+        i += 1
+    raw: list[list[int]] = []
+    while i < n:
+        start = j = i
+        while j < n and "\n" not in strs[j]:
+            j += 1
+            last = strs[j - 1].rstrip()
+            if last and (last[-1] in ",|" or (last[-1] in ".!?;:" and (j == n or strs[j][:1].isspace()))):
+                break
+        core_end = j
+        while core_end > start and ws[core_end - 1]:
+            core_end -= 1
+        while j < n and ws[j]:
+            j += 1
+        raw.append([start, core_end, j])
+        i = j
+    joined: list[list[int]] = []
+    for u in raw:
+        if joined and sum(not ws[k] for k in range(joined[-1][0], joined[-1][1])) < MIN_UNIT:
+            joined[-1][1:] = u[1:]
+        else:
+            joined.append(u)
+    if len(joined) > 1 and sum(not ws[k] for k in range(joined[-1][0], joined[-1][1])) < MIN_UNIT:
+        last = joined.pop()
+        joined[-1][1:] = last[1:]
+    out: list[tuple[int, int, int]] = []
+    for start, core_end, end in joined:
+        while core_end - start > MAX_UNIT:  # cut at the last word start that leaves both sides whole units
+            last = min(start + MAX_UNIT, core_end - MIN_UNIT)
+            words = [k for k in range(start + MAX_UNIT // 2, last + 1) if strs[k][:1] == " "]
+            cut = words[-1] if words else last
+            out.append((start, cut, cut))
+            start = cut
+        out.append((start, core_end, end))
+    if len(out) == 1 and out[0][1] - out[0][0] >= 2:  # one unit: halve it, so even a short text has an item
+        start, core_end, end = out[0]
+        cut = (start + core_end + 1) // 2
+        out = [(start, cut, cut), (cut, core_end, end)]
     return out
 
 
-def walk_questions(text: str, rng: random.Random, max_items: int = 3) -> list[dict]:
-    """Questions any prose supports, walking through it: each item quotes a clause and is
-    answered by the next one, and the next item starts after that answer. Every boundary is
-    punctuation, so the model copies and never counts."""
-    parts, pairs = clauses(text), []
-    for i in range(0, len(parts) - 1, 2):
-        if len(pairs) == max_items:
-            break
-        quote, answer = parts[i], parts[i + 1]
-        question = (f'What comes after "{quote}" in the text?' if rng.random() < 0.5
-                    else f'Continue the text: "{quote} ..."')
-        pairs.append({"instruction": question, "response": answer})
-    return pairs
+class ItemWriter:
+    """Writes a context's items as token ids, from the tokenizer's own tokens of the context."""
+
+    def __init__(self, tok) -> None:
+        self.tok = tok
+        ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        self.heads = [ids(f"<QUE> {before}") for before, _ in TEMPLATES]
+        self.mids = [ids(f"{after} <ANS>") for _, after in TEMPLATES]
+        self.end, self.sep, self.eos = ids(" </END>"), ids("\n\n"), [tok.eos_token_id]
+        self.con, self.con_end = tok.convert_tokens_to_ids("<CON>"), tok.convert_tokens_to_ids("</CON>")
+        self.strs = [tok.decode([i]) for i in range(len(tok))]
+
+    def prompt_ids(self, text: str) -> list[int]:
+        return self.tok(build_prompt(text), add_special_tokens=False)["input_ids"]
+
+    def target(self, prompt: list[int], rng: random.Random) -> list[int]:
+        """The items for the last ``<CON> … </CON>`` of ``prompt`` (ids), then ``</s>``."""
+        a = len(prompt) - 1 - prompt[::-1].index(self.con) + 1
+        b = len(prompt) - 1 - prompt[::-1].index(self.con_end)
+        ctx = prompt[a:b]
+        walk = units([self.strs[i] for i in ctx])
+        items = []
+        for k in range(0, len(walk) - 1, 2):
+            if len(items) == MAX_ITEMS:
+                break
+            (q0, q1, _), (_, _, a1) = walk[k], walk[k + 1]
+            t = rng.randrange(len(TEMPLATES))
+            items.append(self.heads[t] + ctx[q0:q1] + self.mids[t] + ctx[q1:a1] + self.end)
+        out: list[int] = []
+        for i, item in enumerate(items):
+            out += (self.sep if i else []) + item
+        return out + self.eos
+
+    def pairs(self, prompt: list[int], rng: random.Random) -> list[dict]:
+        return parse_pairs(self.tok.decode(self.target(prompt, rng), skip_special_tokens=True))
 
 
-def make_example(rng: random.Random) -> tuple[str, list[dict]]:
-    """One context and its pairs: invented facts, or plain prose walked clause by clause."""
-    return _fact_example(rng) if rng.random() < 0.25 else _prose_example(rng)
-
-
-def _prose_example(rng: random.Random) -> tuple[str, list[dict]]:
-    text = " ".join(_prose(rng) for _ in range(rng.randint(1, 6)))
-    while len(clauses(text)) < 2:
-        text += " " + _prose(rng)
-    return text, walk_questions(text, rng)
-
-
-def _fact_example(rng: random.Random) -> tuple[str, list[dict]]:
-    """Invented facts and questions about them, in the order the facts are stated (one per
-    fact, at most four): every answer is a span of the context."""
-    p, p2 = _person(rng), _person(rng)
-    first = p.split()[0]
-    born, city, river, other = _place(rng), _place(rng), _name(rng, 2), _place(rng)
-    year = rng.randint(1500, 1950)
-    year2 = year + rng.randint(20, 60)
-    job, field, topic = rng.choice(JOBS), rng.choice(FIELDS), rng.choice(TOPICS)
-    thing, material = rng.choice(THINGS), rng.choice(MATERIALS)
-    org = f"the {_name(rng, 2)} Society of {field.capitalize()}"
-    n_books, miles = rng.randint(2, 40), rng.randint(3, 90)
-    facts = [
-        (f"{p} was born in {born} in {year}.",
-         [(f"Where was {p} born?", born), (f"In which year was {p} born?", str(year))]),
-        (f"{first} worked as a {job} in {city} for many years.",
-         [(f"What did {first} work as?", f"a {job}"), (f"In which town did {first} work?", city)]),
-        (f"In {year2}, {first} founded {org}.",
-         [(f"What did {first} found in {year2}?", org), (f"When did {first} found {org}?", str(year2))]),
-        (f"{first} wrote {n_books} books about {topic}.",
-         [(f"How many books did {first} write?", str(n_books)), (f"What did {first} write about?", topic)]),
-        (f"{first} married {p2}, a {rng.choice(JOBS)} from {other}.",
-         [(f"Whom did {first} marry?", p2), (f"Where was {p2} from?", other)]),
-        (f"The {thing} of {city} is built of {material}.",
-         [(f"What is the {thing} of {city} built of?", material)]),
-        (f"{city} lies on the {river} river, {miles} miles from {born}.",
-         [(f"Which river does {city} lie on?", f"the {river} river"),
-          (f"How far is {city} from {born}?", f"{miles} miles")]),
-    ]
-    chosen = [facts[0]] + rng.sample(facts[1:], rng.randint(2, 5))
-    sentences = [s for s, _ in chosen]
-    if rng.random() < 0.5:
-        sentences.insert(rng.randint(1, len(sentences)), _prose_sentence(rng))
-    pairs = [{"instruction": q, "response": a} for q, a in (rng.choice(qs) for _, qs in chosen[:4])]
-    return " ".join(sentences), pairs
-
-
-def training_text(text: str, pairs: list[dict]) -> tuple[str, str]:
-    return build_prompt(text), format_pairs(pairs) + "</s>"
+def make_example(rng: random.Random, writer: ItemWriter) -> tuple[str, list[dict]]:
+    """One context and the pairs the demo learns to write for it."""
+    text = make_text(rng)
+    return text, writer.pairs(writer.prompt_ids(text), rng)
 
 
 def evaluate(model_dir: str | Path, texts: list[str], max_new_tokens: int = 160, engine=None) -> dict:
@@ -256,101 +235,139 @@ def example_texts() -> list[str]:
     return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def _task_row(tok, rng: random.Random) -> tuple[list[int], list[int]]:
-    """One synthesizer example: the prompt is read (no loss), the items and ``</s>`` are learned."""
-    prompt, target = training_text(*make_example(rng))
-    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    t_ids = tok(target, add_special_tokens=False)["input_ids"]
-    return p_ids + t_ids, [-100] * len(p_ids) + t_ids
+
+def _task_row(writer: ItemWriter, rng: random.Random, history_share: float = 0.1) -> tuple[list[int], list[int]]:
+    """One synthesizer example: the prompt is read (no loss), the items and ``</s>`` are learned.
+    A ``history_share`` of prompts carry one or two earlier links, as ``--rounds`` feeds them back."""
+    history: list[int] = []
+    if rng.random() < history_share:
+        for _ in range(rng.randint(1, 2)):
+            text = make_text(rng)
+            history += writer.tok(cook_training_text(text, writer.pairs(writer.prompt_ids(text), rng)),
+                                  add_special_tokens=False)["input_ids"]
+    prompt = history + writer.prompt_ids(make_text(rng))
+    target = writer.target(prompt, rng)
+    return prompt + target, [-100] * len(prompt) + target
 
 
-def _copy_row(tok, rng: random.Random, prose_share: float = 0.0) -> tuple[list[int], list[int]]:
-    """A token sequence, a separator, the same sequence again; the repeat is learned.
+def _copy_row(writer: ItemWriter, rng: random.Random, longest: int = 48, real_share: float = 0.0
+              ) -> tuple[list[int], list[int]]:
+    """A token sequence of 8 to ``longest`` tokens, a separator, the same sequence again; the
+    repeat is learned.
 
-    Random tokens make induction (copy) heads form within a few hundred steps, which the
-    synthesizer examples alone did not do in a CPU budget (see README.md); prose, whose
-    common words recur, teaches copying where one previous token is ambiguous."""
-    if rng.random() >= prose_share:
-        seq = [rng.randrange(len(SPECIAL_TOKENS), tok.vocab_size) for _ in range(rng.randint(8, 48))]
+    Short random sequences make induction (copy) heads form within a few hundred steps; the
+    length then grows slowly (a sudden jump to long sequences undoes the heads), and real
+    text (``real_share``), whose tokens recur (markup, table rules, code), teaches copying
+    where one previous token is ambiguous."""
+    tok = writer.tok
+    n = rng.randint(8, max(8, longest))
+    if rng.random() < real_share:
+        seq = tok(make_text(rng), add_special_tokens=False)["input_ids"][:n]
     else:
-        seq = tok(" ".join(_prose(rng) for _ in range(rng.randint(1, 3))), add_special_tokens=False)["input_ids"][:96]
-    sep = tok.convert_tokens_to_ids("</CON>")
-    return [tok.bos_token_id, *seq, sep, *seq], [-100] * (len(seq) + 2) + seq
+        seq = [rng.randrange(len(SPECIAL_TOKENS), tok.vocab_size) for _ in range(n)]
+    return [tok.bos_token_id, *seq, writer.con_end, *seq], [-100] * (len(seq) + 2) + seq
 
 
-def _batch(rows: list[tuple[list[int], list[int]]], pad_id: int):
+def _batches(rows: list[tuple[list[int], list[int]]], budget: int, rng: random.Random) -> list[list]:
+    """Rows sorted by length and packed into batches of at most ``budget`` padded tokens, in random order."""
+    rows = sorted(rows, key=lambda r: len(r[0]))
+    batches, cur = [], []
+    for row in rows:
+        if cur and (len(cur) + 1) * len(row[0]) > budget:
+            batches.append(cur)
+            cur = []
+        cur.append(row)
+    batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+def _tensors(rows: list[tuple[list[int], list[int]]], pad_id: int):
+    """Input ids and labels, padded on the right: under causal attention a pad never reaches
+    the tokens before it and is not learned, so no attention mask is needed (SDPA's fused
+    causal path is faster)."""
     import torch
 
     width = max(len(ids) for ids, _ in rows)
     input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in rows])
     labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
-    mask = (torch.arange(width)[None, :] < torch.tensor([len(ids) for ids, _ in rows])[:, None]).long()
-    return input_ids, labels, mask
+    return input_ids, labels
 
 
-def train(out: Path, minutes: float, steps: int, batch_size: int, seed: int, copy_steps: int = 600,
-          copy_share: float = 0.25, lr_max: float = 3e-3) -> None:
-    """Two phases: ``copy_steps`` of pure copying (induction heads form), then synthesizer
-    examples with ``copy_share`` of each batch still copying, on a cosine schedule."""
+def train(out: Path, steps: int, copy_steps: int, budget: int, seed: int, copy_share: float = 0.25,
+          lr_max: float = 2e-3, minutes: float = 60.0) -> None:
+    """``copy_steps`` of pure copying (copy heads form: short random sequences, 32 a batch, in
+    the first three fifths; then ever longer ones and real text), then ``steps`` of items with
+    ``copy_share`` of the rows still copying; batches of ``budget`` padded tokens, bf16 autocast,
+    a cosine schedule. Stops early after ``minutes`` (the weights then differ from a full run)."""
     import torch
 
     from .tiny import make_mistral, make_tokenizer
 
     torch.manual_seed(seed)
+    torch.set_num_threads(2)
     rng = random.Random(seed)
-    corpus = [make_example(rng) for _ in range(6000)]
-    tok = make_tokenizer([t + " " + format_pairs(p) for t, p in corpus[:3000]], vocab_size=1024)
-    model = make_mistral(tok, hidden_size=128, layers=3, heads=4, kv_heads=2, intermediate_size=384,
-                         max_position_embeddings=4096, seed=seed)
+    tok = make_tokenizer([make_text(rng) for _ in range(6000)], vocab_size=VOCAB_SIZE)
+    writer = ItemWriter(tok)
+    model = make_mistral(tok, hidden_size=256, layers=4, heads=4, kv_heads=2, intermediate_size=768,
+                         max_position_embeddings=4096, seed=seed, tie_word_embeddings=True)
     model.train()
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}")
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocab {len(tok)}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr_max, betas=(0.9, 0.98), weight_decay=0.01)
-    warmup, total = 50, copy_steps + steps
-    start, step = time.time(), 0
+    warmup, total, short_steps = 50, copy_steps + steps, copy_steps * 3 // 5
+    start, step, queue, losses = time.time(), 0, [], {"copy": [], "task": []}
     while step < total and (time.time() - start) < minutes * 60:
-        if step < copy_steps:
-            rows = [_copy_row(tok, rng) for _ in range(32)]
+        if step < short_steps:  # 32 short random copies, unsorted: copy heads form soonest so
+            rows = [_copy_row(writer, rng) for _ in range(32)]
+        elif step < copy_steps:  # then longer, step by step, up to MAX_COPY tokens, and real text
+            grown = (step - short_steps + 1) / (copy_steps - short_steps)
+            longest = round(48 + (MAX_COPY - 48) * grown)
+            rows = [_copy_row(writer, rng, longest, real_share=0.5 * grown) for _ in range(max(8, 32 * 48 // longest))]
         else:
-            n_copy = round(batch_size * copy_share)
-            rows = [_copy_row(tok, rng, prose_share=0.5) for _ in range(n_copy)] + [_task_row(tok, rng) for _ in range(batch_size - n_copy)]
-        input_ids, labels, mask = _batch(rows, tok.pad_token_id)
-        lr = lr_max * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
+            if not queue:  # a pool of rows, bucketed by length
+                pool = [_copy_row(writer, rng, MAX_COPY, 0.5) if rng.random() < copy_share else _task_row(writer, rng)
+                        for _ in range(256)]
+                queue = _batches(pool, budget, rng)
+            rows = queue.pop()
+        input_ids, labels = _tensors(rows, tok.pad_token_id)
+        lr = lr_max * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=input_ids, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
+        losses["copy" if rows[0][0][-1] != tok.eos_token_id else "task"].append(loss.item())
         if step % 50 == 0:
-            phase = "copy" if step <= copy_steps else "task"
-            print(f"step {step} ({phase}) loss {loss.item():.3f} lr {lr:.2e} {time.time() - start:.0f}s", flush=True)
+            shown = " ".join(f"{k} {sum(v[-20:]) / max(1, len(v[-20:])):.3f}" for k, v in losses.items() if v)
+            print(f"step {step} loss {shown} lr {lr:.2e} {time.time() - start:.0f}s", flush=True)
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     model.to(torch.bfloat16).save_pretrained(out)
     tok.save_pretrained(out)
-    print(f"trained {step} steps in {time.time() - start:.0f}s -> {out}")
+    print(f"trained {step} steps in {time.time() - start:.0f}s -> {out}", flush=True)
+
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent)
-    ap.add_argument("--minutes", type=float, default=19.0, help="stop training after this long")
-    ap.add_argument("--steps", type=int, default=2000, help="synthesizer-example steps after the copy phase")
-    ap.add_argument("--copy-steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=2200, help="item steps after the copy phase")
+    ap.add_argument("--copy-steps", type=int, default=1000)
     ap.add_argument("--copy-share", type=float, default=0.25)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--batch-size", type=int, default=24)
+    ap.add_argument("--budget", type=int, default=8192, help="padded tokens per batch")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--minutes", type=float, default=60.0, help="stop training early after this long")
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--eval-only", action="store_true")
     args = ap.parse_args(argv)
     if not args.eval_only:
-        train(args.out, args.minutes, args.steps, args.batch_size, args.seed, args.copy_steps, args.copy_share, args.lr)
+        train(args.out, args.steps, args.copy_steps, args.budget, args.seed, args.copy_share, args.lr, args.minutes)
     held_rng = random.Random(args.seed + 1)  # contexts never seen in training
-    held_out = [make_example(held_rng)[0] for _ in range(200)]
-    results = {"held_out_generated": evaluate(args.out, held_out)}
+    results = {"held_out_generated": evaluate(args.out, [make_text(held_rng) for _ in range(100)])}
     examples = example_texts()
     if examples:
         results["examples_data"] = evaluate(args.out, examples)
