@@ -165,12 +165,6 @@ class ItemWriter:
         return parse_pairs(self.tok.decode(self.target(prompt, rng), skip_special_tokens=True))
 
 
-def make_example(rng: random.Random, writer: ItemWriter) -> tuple[str, list[dict]]:
-    """One context and the pairs the demo learns to write for it."""
-    text = make_text(rng)
-    return text, writer.pairs(writer.prompt_ids(text), rng)
-
-
 def evaluate(model_dir: str | Path, texts: list[str], max_new_tokens: int = 160, engine=None) -> dict:
     """How the synthesizer at ``model_dir`` does on ``texts``, through the pipeline (parsing,
     de-duplication and the repetition guard apply): the share of rows whose output parses to
@@ -340,6 +334,7 @@ def train(out: Path, steps: int, copy_steps: int, budget: int, seed: int, copy_s
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
+        # logged by the kind of the batch's first row (the items phase mixes both in one batch)
         losses["copy" if rows[0][0][-1] != tok.eos_token_id else "task"].append(loss.item())
         if step % 50 == 0:
             shown = " ".join(f"{k} {sum(v[-20:]) / max(1, len(v[-20:])):.3f}" for k, v in losses.items() if v)
