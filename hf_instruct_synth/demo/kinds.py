@@ -132,10 +132,8 @@ def _phrase(rng: random.Random, p: Pieces) -> str:
     return " ".join(words[start:start + rng.randint(1, 6)])
 
 
-def _inline(rng: random.Random, p: Pieces, sentence: str, markup: bool = True) -> str:
+def _inline(rng: random.Random, p: Pieces, sentence: str) -> str:
     """A sentence with some markdown inline markup: code spans, links, emphasis."""
-    if not markup:
-        return sentence
     words = sentence.split(" ")
     for _ in range(rng.randint(0, 3)):
         i = rng.randrange(len(words))

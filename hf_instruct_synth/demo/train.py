@@ -128,6 +128,11 @@ def units(strs: list[str]) -> list[tuple[int, int, int]]:
     return out
 
 
+def _last(ids: list[int], token: int) -> int:
+    """The index of the last ``token`` in ``ids``."""
+    return len(ids) - 1 - ids[::-1].index(token)
+
+
 class ItemWriter:
     """Writes a context's items as token ids, from the tokenizer's own tokens of the context."""
 
@@ -145,9 +150,7 @@ class ItemWriter:
 
     def target(self, prompt: list[int], rng: random.Random) -> list[int]:
         """The items for the last ``<CON> … </CON>`` of ``prompt`` (ids), then ``</s>``."""
-        a = len(prompt) - 1 - prompt[::-1].index(self.con) + 1
-        b = len(prompt) - 1 - prompt[::-1].index(self.con_end)
-        ctx = prompt[a:b]
+        ctx = prompt[_last(prompt, self.con) + 1: _last(prompt, self.con_end)]
         walk = units([self.strs[i] for i in ctx])
         items = []
         for k in range(0, len(walk) - 1, 2):
@@ -227,7 +230,6 @@ def example_texts() -> list[str]:
     folder = Path(__file__).resolve().parents[2] / "examples" / "data"
     path = folder / "paragraphs.jsonl"
     return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
 
 
 def _task_row(writer: ItemWriter, rng: random.Random, history_share: float = 0.1) -> tuple[list[int], list[int]]:
